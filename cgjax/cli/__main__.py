@@ -1,0 +1,5 @@
+import sys
+
+from cgjax.cli import main
+
+sys.exit(main())

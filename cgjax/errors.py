@@ -1,0 +1,18 @@
+"""Errors that cgjax reports to users.
+
+Every error a user can cause by feeding bad input is a :class:`CgjaxError`. Its message names
+what is wrong and where (the modality, the file, the sample), so that the CLI can print it as one
+line and exit non-zero instead of showing a traceback.
+"""
+
+
+class CgjaxError(Exception):
+    """Base class of every user-facing cgjax error."""
+
+
+class CohortError(CgjaxError, ValueError):
+    """A cohort (its files or its arrays) is malformed."""
+
+
+class CheckpointError(CgjaxError):
+    """A checkpoint directory is missing, half-written, or incompatible."""
