@@ -1,0 +1,180 @@
+"""The paper's denoiser, ``norm_mlp`` (REFERENCE.md 2.3-2.5), as pure functions over a pytree.
+
+    t_emb  = ReLU(W_t sinusoid(t) + b_t)                                  # [Dt]
+    e_i    = mask_i * ReLU(W_ci c_i + b_ci)          for each condition i  # [E]
+    h_1    = ReLU(BN_1(W_0 [x_t, t_emb, e_1..e_K] + b_0))                  # [H]
+    h_l+1  = ReLU(BN_l+1(W_l [h_l, t_emb] + b_l))     l = 1 .. n-2         # [H]
+    eps_hat = W_n-1 [h_n-1, t_emb] + b_n-1                                # [F]
+
+Every weight that multiplies a concatenation is stored split by input block (``w_x``, ``w_t``,
+``w_c``, ``w_h``), which is the same linear map as the concatenated matrix but lets the sampler
+precompute the blocks that do not change along a trajectory (see ``cgjax.sampling.algebra``).
+
+Parameters are initialised as PyTorch's ``nn.Linear`` does, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
+weights and biases (REFERENCE 2.5 "Init note"): this matters for the ReLU(b) embedding that a zero,
+unmasked condition produces.
+
+BatchNorm uses batch statistics in training and running statistics in inference (PyTorch defaults:
+momentum 0.1, eps 1e-5, running variance updated with the unbiased batch variance). In inference the
+network is row-independent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoiserConfig:
+    """Shape of one ``norm_mlp`` denoiser.
+
+    x_dim: F, features of the target modality.
+    cond_dims: one entry per condition slot (1 for a single-condition model, K for a multi-condition
+      model); inputs narrower than their slot are zero-padded, which leaves the function unchanged.
+    hidden: H. n_layers: number of Linear layers (>= 2), so n_layers - 1 BatchNorm layers.
+    time_dim: Dt, the sinusoidal embedding size. cond_embed_dim: E per condition.
+    """
+
+    x_dim: int
+    cond_dims: tuple[int, ...]
+    hidden: int = 512
+    n_layers: int = 5
+    time_dim: int = 128
+    cond_embed_dim: int = 32
+    bn_momentum: float = 0.1  # PyTorch convention: running = (1 - m) running + m batch
+    bn_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.n_layers < 2:
+            raise ValueError(f"norm_mlp needs n_layers >= 2, got {self.n_layers}")
+        object.__setattr__(self, "cond_dims", tuple(int(c) for c in self.cond_dims))
+
+    @property
+    def n_conds(self) -> int:
+        return len(self.cond_dims)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DenoiserConfig":
+        return cls(**{**d, "cond_dims": tuple(d["cond_dims"])})
+
+
+def sinusoidal_embedding(t, dim: int):
+    """REFERENCE 2.3: t as a float (not rescaled); freq_k = exp(-k ln(1e4) / (h - 1)), k < h = dim // 2;
+    [sin(t freq), cos(t freq)], zero-padded by one column if ``dim`` is odd. t: [...] -> [..., dim]."""
+    half = dim // 2
+    freqs = jnp.exp(-jnp.arange(half, dtype=jnp.float32) * (math.log(10000.0) / max(half - 1, 1)))
+    angles = jnp.asarray(t, jnp.float32)[..., None] * freqs
+    emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, [(0, 0)] * (emb.ndim - 1) + [(0, 1)])
+    return emb
+
+
+def _uniform(key, shape, fan_in):
+    bound = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def init(key, cfg: DenoiserConfig, true_cond_dims: tuple[int, ...] | None = None):
+    """Initialise ``(params, batch_stats)``.
+
+    ``true_cond_dims`` (<= cfg.cond_dims slot by slot) are the real condition widths of this model
+    when it is stacked with wider models: rows beyond them are zero, and the fan-in is the real
+    one, so the padded model is exactly the unpadded one.
+    """
+    true_cond_dims = cfg.cond_dims if true_cond_dims is None else tuple(true_cond_dims)
+    F, H, Dt, E, K, n = cfg.x_dim, cfg.hidden, cfg.time_dim, cfg.cond_embed_dim, cfg.n_conds, cfg.n_layers
+    keys = iter(jax.random.split(key, 4 + 2 * K + 2 * n))
+    params = {"time": {"w": _uniform(next(keys), (Dt, Dt), Dt), "b": _uniform(next(keys), (Dt,), Dt)}}
+    conds = []
+    for slot, (c_pad, c) in enumerate(zip(cfg.cond_dims, true_cond_dims)):
+        if c > c_pad:
+            raise ValueError(f"condition {slot}: true width {c} exceeds its slot {c_pad}")
+        w = jnp.zeros((c_pad, E), jnp.float32).at[:c].set(_uniform(next(keys), (c, E), c))
+        conds.append({"w": w, "b": _uniform(next(keys), (E,), c)})
+    params["cond"] = conds
+    out_dims = [H] * (n - 1) + [F]
+    fan0 = F + Dt + E * K
+    layers = [{
+        "w_x": _uniform(next(keys), (F, out_dims[0]), fan0),
+        "w_t": _uniform(next(keys), (Dt, out_dims[0]), fan0),
+        "w_c": _uniform(next(keys), (E * K, out_dims[0]), fan0),
+        "b": _uniform(next(keys), (out_dims[0],), fan0),
+    }]
+    for d_out in out_dims[1:]:
+        k1, k2 = jax.random.split(next(keys))
+        layers.append({
+            "w_h": _uniform(k1, (H, d_out), H + Dt),
+            "w_t": _uniform(k2, (Dt, d_out), H + Dt),
+            "b": _uniform(next(keys), (d_out,), H + Dt),
+        })
+    params["layers"] = layers
+    params["bn"] = [{"scale": jnp.ones((H,)), "bias": jnp.zeros((H,))} for _ in range(n - 1)]
+    batch_stats = [{"mean": jnp.zeros((H,)), "var": jnp.ones((H,))} for _ in range(n - 1)]
+    return params, batch_stats
+
+
+def time_embedding(params, t, time_dim: int):
+    """ReLU(Linear(sinusoid(t))): t int[...] -> f32[..., Dt]."""
+    return jax.nn.relu(sinusoidal_embedding(t, time_dim) @ params["time"]["w"] + params["time"]["b"])
+
+
+def cond_embedding(params, conds, masks):
+    """Concatenated, masked condition embeddings.
+
+    conds: f32[B, K, C] with C >= every slot's width (slot i reads its first cond_dims[i] columns);
+    masks: f32[B, K] in {0, 1}. Returns f32[B, K * E].
+    A masked condition contributes an exactly-zero embedding (REFERENCE 2.4).
+    """
+    embs = [jax.nn.relu(conds[:, i, :p["w"].shape[0]] @ p["w"] + p["b"]) * masks[:, i, None]
+            for i, p in enumerate(params["cond"])]
+    return jnp.concatenate(embs, axis=-1)
+
+
+def _batch_norm(x, p, s, cfg: DenoiserConfig, train: bool):
+    if train:
+        mean = jnp.mean(x, axis=0)
+        var = jnp.mean(jnp.square(x - mean), axis=0)
+        n = x.shape[0]
+        unbiased = var * (n / max(n - 1, 1))
+        m = cfg.bn_momentum
+        new_s = {"mean": (1 - m) * s["mean"] + m * mean, "var": (1 - m) * s["var"] + m * unbiased}
+    else:
+        mean, var, new_s = s["mean"], s["var"], s
+    y = (x - mean) * jax.lax.rsqrt(var + cfg.bn_eps) * p["scale"] + p["bias"]
+    return y, new_s
+
+
+def apply(params, batch_stats, x_t, t, conds, masks, cfg: DenoiserConfig, *, train: bool):
+    """Predict the noise.
+
+    x_t: f32[B, F]; t: int[B]; conds: f32[B, K, C] (C = max(cond_dims)); masks: f32[B, K].
+    Returns (eps_hat f32[B, F], new batch_stats). In inference (``train=False``) batch_stats are
+    returned unchanged and every output row depends only on its own input row.
+    """
+    t_emb = time_embedding(params, t, cfg.time_dim)
+    c_emb = cond_embedding(params, conds, masks)
+    l0 = params["layers"][0]
+    h = x_t @ l0["w_x"] + t_emb @ l0["w_t"] + c_emb @ l0["w_c"] + l0["b"]
+    new_stats = []
+    for i, layer in enumerate(params["layers"][1:]):
+        h, s = _batch_norm(h, params["bn"][i], batch_stats[i], cfg, train)
+        new_stats.append(s)
+        h = jax.nn.relu(h)
+        h = h @ layer["w_h"] + t_emb @ layer["w_t"] + layer["b"]
+    return h, new_stats
+
+
+def param_count(cfg: DenoiserConfig) -> int:
+    """Closed form of REFERENCE 2.5 (trainable parameters, BN affine included, running stats not)."""
+    F, H, Dt, E, n = cfg.x_dim, cfg.hidden, cfg.time_dim, cfg.cond_embed_dim, cfg.n_layers
+    E_tot = E * cfg.n_conds
+    return (Dt * Dt + Dt + sum(c * E + E for c in cfg.cond_dims) + (F + Dt + E_tot) * H + H
+            + (n - 2) * ((H + Dt) * H + H) + (H + Dt) * F + F + (n - 1) * 2 * H)
