@@ -1,0 +1,173 @@
+"""Paired significance tests and multiple-testing corrections (REF 5.9).
+
+The reference compares methods on the same repetitions (run r of every method shares the seed /
+test rows), so every test here is *paired* by a subject column (the run or repetition index):
+two-sided ``scipy.stats.ttest_rel`` post-hoc tests with Bonferroni correction for the classifier,
+imputation, counterfactual and R² comparisons, and one-sided tests with Benjamini-Hochberg FDR for
+the survival gains. (The repeated-measures ANOVA that precedes them in the reference,
+statsmodels ``AnovaRM``, is not reimplemented here.)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["PairedTest", "paired_ttest", "bonferroni", "benjamini_hochberg", "compare_methods"]
+
+
+class PairedTest(NamedTuple):
+    statistic: float  # t statistic of mean(a - b)
+    pvalue: float
+    n: int  # number of pairs
+    mean_diff: float  # mean(a - b)
+
+
+def paired_ttest(a, b, alternative: str = "two-sided") -> PairedTest:
+    """Paired t-test of a against b, ``scipy.stats.ttest_rel`` (REF 5.9).
+
+    Args:
+      a, b: f[n] paired observations (a[i] and b[i] from the same run).
+      alternative: "two-sided", "greater" (mean(a − b) > 0, e.g. imputed > ablation) or "less".
+    Returns:
+      PairedTest(statistic, pvalue, n, mean_diff). All-equal differences give NaN statistic and p.
+    """
+    from scipy.stats import ttest_rel
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D of equal length, got {a.shape} and {b.shape}")
+    if len(a) < 2:
+        raise ValueError("a paired t-test needs at least 2 pairs")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = ttest_rel(a, b, alternative=alternative)
+    return PairedTest(float(res.statistic), float(res.pvalue), len(a), float((a - b).mean()))
+
+
+def _pvals(pvals) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(pvals, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"pvals must be 1-D, got shape {p.shape}")
+    finite = np.isfinite(p)
+    if ((p[finite] < 0) | (p[finite] > 1)).any():
+        raise ValueError("p-values must lie in [0, 1]")
+    return p, finite
+
+
+def bonferroni(pvals) -> np.ndarray:
+    """Bonferroni-adjusted p-values min(m·p, 1); m = number of non-NaN p-values (NaN stays NaN).
+
+    Comparing the adjusted p to α is the reference's "α / m" threshold (REF 5.9).
+    """
+    p, finite = _pvals(pvals)
+    out = np.full_like(p, np.nan)
+    out[finite] = np.minimum(p[finite] * finite.sum(), 1.0)
+    return out
+
+
+def benjamini_hochberg(pvals) -> np.ndarray:
+    """Benjamini-Hochberg FDR-adjusted p-values (statsmodels ``multipletests(method="fdr_bh")``).
+
+    q_(i) = min_{j >= i} min(m·p_(j) / j, 1) over the ascending order p_(1) <= ... <= p_(m);
+    m = number of non-NaN p-values, NaN stays NaN.
+
+    Args:
+      pvals: f[m].
+    Returns:
+      f[m], in the input order.
+    """
+    p, finite = _pvals(pvals)
+    out = np.full_like(p, np.nan)
+    q = p[finite]
+    m = len(q)
+    if m == 0:
+        return out
+    order = np.argsort(q, kind="stable")
+    scaled = q[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    q_out = np.empty(m)
+    q_out[order] = adjusted
+    out[finite] = q_out
+    return out
+
+
+_CORRECTIONS = {
+    "bonferroni": bonferroni,
+    "bh": benjamini_hochberg,
+    "fdr_bh": benjamini_hochberg,
+}
+
+
+def compare_methods(
+    df: pd.DataFrame,
+    value_col: str,
+    method_col: str,
+    pairs: Sequence[tuple[str, str]],
+    correction: str | None = "bonferroni",
+    *,
+    subject_col: str = "run",
+    by: Sequence[str] | str | None = None,
+    alternative: str = "two-sided",
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Paired t-tests between methods, with one multiple-testing correction over all of them.
+
+    Rows of ``df`` are observations in long format: one value per (``by`` group, method, subject).
+    For each group and each pair (a, b) in ``pairs``, the values of a and b are matched on
+    ``subject_col`` (subjects present for only one method are dropped) and compared with
+    :func:`paired_ttest`. The correction is applied across *every* test in the output, so the
+    family is n_groups × n_pairs, as in REF 5.9 (e.g. Bonferroni α = 0.05 / (n_conditions × 3)).
+
+    Args:
+      df: long table with columns value_col, method_col, subject_col and the ``by`` columns.
+      value_col: the score (F1, C-index, R², ...); method_col: the method label column.
+      pairs: (method_a, method_b) pairs; the statistic is for mean(a − b).
+      correction: "bonferroni", "bh" / "fdr_bh" (Benjamini-Hochberg) or None.
+      subject_col: pairing key (the run / repetition); by: grouping column(s), e.g. the test
+        condition, or None for one group.
+      alternative: as in :func:`paired_ttest`; alpha: level for the ``reject`` column.
+    Returns:
+      DataFrame with one row per (group, pair): the ``by`` columns, method_a, method_b, n,
+      mean_a, mean_b, mean_diff, statistic, p, p_corrected, reject (p_corrected < alpha).
+    """
+    by = [by] if isinstance(by, str) else list(by or [])
+    missing = [c for c in [value_col, method_col, subject_col, *by] if c not in df.columns]
+    if missing:
+        raise ValueError(f"df lacks columns {missing}")
+    if correction is not None and correction not in _CORRECTIONS:
+        raise ValueError(f"correction must be one of {sorted(_CORRECTIONS)} or None, got {correction!r}")
+    keys = [*by, subject_col, method_col]
+    if df.duplicated(keys).any():
+        raise ValueError(f"several rows share the same {keys}; aggregate them first")
+
+    wide = df.pivot_table(index=[*by, subject_col], columns=method_col, values=value_col, aggfunc="first")
+    groups = wide.groupby(level=by if len(by) > 1 else by[0], sort=True) if by else [((), wide)]
+    rows = []
+    for key, block in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        for a, b in pairs:
+            for m in (a, b):
+                if m not in block.columns:
+                    raise ValueError(f"method {m!r} not found in column {method_col!r}")
+            both = block[[a, b]].dropna()
+            res = paired_ttest(both[a].to_numpy(), both[b].to_numpy(), alternative=alternative)
+            rows.append(
+                {
+                    **dict(zip(by, key)),
+                    "method_a": a,
+                    "method_b": b,
+                    "n": res.n,
+                    "mean_a": float(both[a].mean()),
+                    "mean_b": float(both[b].mean()),
+                    "mean_diff": res.mean_diff,
+                    "statistic": res.statistic,
+                    "p": res.pvalue,
+                }
+            )
+    out = pd.DataFrame(rows)
+    p = out["p"].to_numpy()
+    out["p_corrected"] = p if correction is None else _CORRECTIONS[correction](p)
+    out["reject"] = out["p_corrected"] < alpha
+    return out
