@@ -1,0 +1,10 @@
+"""Embedded datasets: the synthetic TCGA-like cohort with its exact oracle (docs/synthetic.md)."""
+
+from cgjax.datasets.synthetic import (CANCER_TYPES, DEFAULT_N_SAMPLES, LATENT, TABLE4,
+                                      GaussianMixtureConditional, SyntheticDraw, SyntheticLaw,
+                                      default_law, energy_score, fit_pattern_probs, pooled_r2,
+                                      synthetic_tcga)
+
+__all__ = ["CANCER_TYPES", "DEFAULT_N_SAMPLES", "LATENT", "TABLE4", "GaussianMixtureConditional",
+           "SyntheticDraw", "SyntheticLaw", "default_law", "energy_score", "fit_pattern_probs",
+           "pooled_r2", "synthetic_tcga"]
