@@ -26,6 +26,15 @@ The same code samples a single-condition model (M = 1, K = 1) and the multi-cond
 Noise is drawn per row from ``fold_in(fold_in(fold_in(key, attempt), row_id), t)``: a row's sample
 depends only on its own id, never on the batch it is in, so chunked and sharded runs give the same
 result as one big batch.
+
+The update applied to the consensus noise is a solver (:mod:`cgjax.sampling.solvers`): the paper's
+ancestral DDPM step at every timestep (default), or DDIM / DPM-Solver++(2M) on K of them. With K
+steps the coherence test counts incoherent steps among the K steps taken (fraction = count / K).
+
+The model is a pair (:class:`cgjax.sampling.algebra.Model`): ``prepare`` runs once per call, outside
+the reverse loop and the rejection loop (BatchNorm folding, the [T, ...] time tables, each row's
+condition projection), ``eps`` at every step. The default is the folded network; ``algebra="plain"``
+evaluates the network as trained.
 """
 
 from __future__ import annotations
@@ -37,7 +46,12 @@ import jax
 import jax.numpy as jnp
 
 from cgjax.diffusion import denoiser
-from cgjax.diffusion.schedule import Schedule, ddpm_step
+from cgjax.diffusion.schedule import Schedule
+from cgjax.sampling.algebra import Model, make_model, plain_model
+from cgjax.sampling.solvers import SolverConfig, make_solver
+
+__all__ = ["Model", "RejectionConfig", "SampleResult", "SolverConfig", "make_sampler", "model_from_eps_fn",
+           "normalise_weights", "pairwise_cosine_distance", "plain_eps_fn", "row_noise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +69,7 @@ class SampleResult(NamedTuple):
     attempts: jnp.ndarray  # i32[N] attempts used (1 = accepted at the first)
     passed: jnp.ndarray  # bool[N] whether the returned trajectory passed the coherence test
     frac_incoherent: jnp.ndarray  # f32[N] fraction of incoherent steps of the returned trajectory
-    distance: Optional[jnp.ndarray] = None  # f32[N, T] d[n, t] of the returned trajectory (t = T-1 first)
+    distance: Optional[jnp.ndarray] = None  # f32[N, K] d[n, k] of the returned trajectory per step (T-1 first)
 
 
 def plain_eps_fn(cfg: denoiser.DenoiserConfig):
@@ -64,16 +78,26 @@ def plain_eps_fn(cfg: denoiser.DenoiserConfig):
     Returns ``eps(params, batch_stats, x_t f32[N, F], t i32[], conds f32[N, M, K, C], masks f32[N, M, K])
     -> f32[M, N, F]`` for params and batch_stats stacked along M.
     """
-
-    def one_model(params, batch_stats, x_t, t, conds, masks):
-        t_vec = jnp.full((x_t.shape[0],), t, jnp.int32)
-        eps_hat, _ = denoiser.apply(params, batch_stats, x_t, t_vec, conds, masks, cfg, train=False)
-        return eps_hat
+    model = plain_model(cfg)
 
     def eps(params, batch_stats, x_t, t, conds, masks):
-        return jax.vmap(one_model, in_axes=(0, 0, None, None, 1, 1))(params, batch_stats, x_t, t, conds, masks)
+        return model.eps(model.prepare(params, batch_stats, conds, masks), x_t, t)
 
     return eps
+
+
+def model_from_eps_fn(eps_fn: Callable) -> Model:
+    """Wrap an ``eps_fn(params, batch_stats, x_t, t, conds, masks) -> f32[M, N, F]`` (the older hook,
+    e.g. an exact Gaussian denoiser in tests) as a :class:`Model` with a trivial ``prepare``."""
+
+    def prepare(params, batch_stats, conds, masks):
+        return (params, batch_stats, conds, masks)
+
+    def eps(prepared, x_t, t):
+        params, batch_stats, conds, masks = prepared
+        return eps_fn(params, batch_stats, x_t, t, conds, masks)
+
+    return Model(prepare, eps)
 
 
 def pairwise_cosine_distance(eps_all, weights):
@@ -85,13 +109,15 @@ def pairwise_cosine_distance(eps_all, weights):
     M = eps_all.shape[0]
     norms = jnp.linalg.norm(eps_all, axis=-1)  # [M, N]
     unit = eps_all / jnp.maximum(norms, 1e-8)[..., None]
-    cos = jnp.einsum("inf,jnf->nij", unit, unit)  # [N, M, M]
-    avail = (weights > 0).astype(eps_all.dtype)
-    pair_w = 0.5 * (weights[:, :, None] + weights[:, None, :]) * avail[:, :, None] * avail[:, None, :]
-    upper = jnp.triu(jnp.ones((M, M), eps_all.dtype), k=1)
+    # M is small (2-3): an elementwise product and a sum over F, rather than an [N]-batched M x M
+    # matrix product, which XLA:CPU runs as N tiny GEMMs
+    cos = jnp.sum(unit[:, None] * unit[None, :], axis=-1)  # [M, M, N]
+    w, avail = weights.T, (weights.T > 0).astype(eps_all.dtype)  # [M, N]
+    pair_w = 0.5 * (w[:, None] + w[None, :]) * avail[:, None] * avail[None, :]
+    upper = jnp.triu(jnp.ones((M, M), eps_all.dtype), k=1)[..., None]
     pair_w = pair_w * upper
-    num = jnp.sum(pair_w * cos, axis=(1, 2))
-    den = jnp.sum(pair_w, axis=(1, 2))
+    num = jnp.sum(pair_w * cos, axis=(0, 1))
+    den = jnp.sum(pair_w, axis=(0, 1))
     s_bar = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
     return 1.0 - s_bar
 
@@ -104,41 +130,55 @@ def row_noise(key, row_ids, t, dim: int):
 
 def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
                  rejection: RejectionConfig = RejectionConfig(), return_distance: bool = False,
-                 eps_fn: Callable | None = None):
+                 eps_fn: Callable | None = None, solver: SolverConfig = SolverConfig(),
+                 algebra: str = "folded", model: Model | None = None):
     """Build the jitted ensemble sampler.
 
     Returns ``sample(params, batch_stats, key, conds, masks, weights, row_ids) -> SampleResult`` with
       params, batch_stats: stacked along M;  conds: f32[N, M, K, C];  masks: f32[N, M, K];
       weights: f32[N, M], each row summing to 1 over its available models;  row_ids: i32[N] global
       row identities (replicate-major), which alone decide each row's noise.
+
+    The denoiser is ``model`` if given, else ``eps_fn`` (``(params, batch_stats, x_t, t, conds, masks)
+    -> f32[M, N, F]``) if given, else the norm_mlp of ``cfg`` with ``algebra`` "folded" (default) or
+    "plain" (:mod:`cgjax.sampling.algebra`). ``solver`` picks the reverse process
+    (:mod:`cgjax.sampling.solvers`); ``distance`` is then f32[N, K] over the K steps taken.
     """
-    eps_fn = plain_eps_fn(cfg) if eps_fn is None else eps_fn
+    if model is None:
+        model = model_from_eps_fn(eps_fn) if eps_fn is not None else make_model(cfg, schedule.timesteps, algebra)
+    sol = make_solver(schedule, solver)
+    K = len(sol.timesteps)
     T = schedule.timesteps
     F = cfg.x_dim
+    timesteps = jnp.asarray(sol.timesteps, jnp.int32)
 
-    def trajectory(params, batch_stats, key, conds, masks, weights, row_ids):
+    def trajectory(prepared, key, weights, row_ids):
         """One full reverse process for every row. Returns x0, incoherent-step count, distances."""
         x_T = row_noise(key, row_ids, T, F)  # the initial noise uses the otherwise unused index T
 
-        def step(carry, t):
-            x_t, n_bad = carry
-            eps_all = eps_fn(params, batch_stats, x_t, t, conds, masks)  # [M, N, F]
-            eps_bar = jnp.einsum("mnf,nm->nf", eps_all, weights)
+        def step(carry, inputs):
+            x_t, aux, n_bad = carry
+            t, xs_k = inputs
+            eps_all = model.eps(prepared, x_t, t)  # [M, N, F]
+            # the consensus (REFERENCE 4.2) as an elementwise weighted sum over the few members
+            eps_bar = jnp.sum(eps_all * weights.T[:, :, None], axis=0)
             d = pairwise_cosine_distance(eps_all, weights)
             n_bad = n_bad + (d > rejection.cos_threshold).astype(jnp.int32)
-            x_prev = ddpm_step(schedule, x_t, t, eps_bar, row_noise(key, row_ids, t, F))
-            return (x_prev, n_bad), (d if return_distance else None)
+            z = row_noise(key, row_ids, t, F) if sol.stochastic else None
+            x_next, aux = sol.step(aux, x_t, eps_bar, z, xs_k)
+            return (x_next, aux, n_bad), (d if return_distance else None)
 
-        (x0, n_bad), dist = jax.lax.scan(step, (x_T, jnp.zeros(x_T.shape[0], jnp.int32)),
-                                         jnp.arange(T - 1, -1, -1))
+        init = (x_T, sol.init(x_T), jnp.zeros(x_T.shape[0], jnp.int32))
+        (x0, _, n_bad), dist = jax.lax.scan(step, init, (timesteps, sol.xs))
         return x0, n_bad, (None if dist is None else dist.T)
 
     def sample(params, batch_stats, key, conds, masks, weights, row_ids):
         N = conds.shape[0]
-        run = lambda attempt: trajectory(params, batch_stats, jax.random.fold_in(key, attempt),
-                                         conds, masks, weights, row_ids)
+        # once per call, shared by every attempt: folding, time tables, condition projections
+        prepared = model.prepare(params, batch_stats, conds, masks)
+        run = lambda attempt: trajectory(prepared, jax.random.fold_in(key, attempt), weights, row_ids)
         x0, n_bad, dist = run(0)
-        frac = n_bad.astype(jnp.float32) / T
+        frac = n_bad.astype(jnp.float32) / K  # over the K steps taken
         if not rejection.enabled:
             return SampleResult(x0, jnp.ones(N, jnp.int32), jnp.ones(N, bool), frac, dist)
         passed = frac <= rejection.max_fraction
@@ -151,7 +191,7 @@ def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
         def body(state):
             attempt, best_x, best_frac, passed, attempts, best_dist = state
             x_new, n_bad, dist_new = run(attempt)
-            f_new = n_bad.astype(jnp.float32) / T
+            f_new = n_bad.astype(jnp.float32) / K
             pending = ~passed
             ok = pending & (f_new <= rejection.max_fraction)
             # pending rows take an accepted attempt, or a rejected one that is less incoherent
