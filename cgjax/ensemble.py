@@ -31,7 +31,7 @@ from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
 from cgjax.diffusion.train import GroupData, TrainConfig, TrainState, init_state, make_train_fn
 from cgjax.errors import CgjaxError
-from cgjax.sampling.coherent import RejectionConfig, make_sampler
+from cgjax.sampling.coherent import RejectionConfig, SolverConfig, make_sampler
 
 METHODS = ("coherent", "multi", "single")
 WEIGHTINGS = ("inverse_mse", "softmax_inverse_mse", "uniform")
@@ -199,8 +199,9 @@ def validate_group(group: Group, schedule_cfg: ScheduleConfig, val: GroupData, r
 # ---- sampling -----------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def _ensemble_sampler(dcfg, schedule_cfg, rejection, return_distance):
-    return make_sampler(dcfg, make_schedule(schedule_cfg), rejection=rejection, return_distance=return_distance)
+def _ensemble_sampler(dcfg, schedule_cfg, rejection, return_distance, solver):
+    return make_sampler(dcfg, make_schedule(schedule_cfg), rejection=rejection, return_distance=return_distance,
+                        solver=solver)
 
 
 def ensemble_weights(scores: np.ndarray, weighting: str | Sequence[float]) -> np.ndarray:
@@ -242,7 +243,8 @@ class Imputation:
 def sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], *, method: str = "coherent",
                   replicates: int = 1, key=None, seed: int = 0, rejection: RejectionConfig = RejectionConfig(),
                   weighting: str | Sequence[float] = "inverse_mse", unconditional: bool = False,
-                  return_distance: bool = False, row_offset: int = 0, n_total: int | None = None) -> Imputation:
+                  return_distance: bool = False, row_offset: int = 0, n_total: int | None = None,
+                  solver: SolverConfig = SolverConfig()) -> Imputation:
     """Draw ``replicates`` samples of ``target`` for N rows from whatever modalities each row has.
 
     given: modality -> f32[N, D] in the standardised scale, NaN rows where the row lacks it
@@ -309,7 +311,7 @@ def sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], *,
     key = jax.random.PRNGKey(seed) if key is None else key
     params, stats = group.member(members)
     sampler = _ensemble_sampler(group.dcfg, ms.schedule_cfg, rejection if method == "coherent" else
-                                dataclasses.replace(rejection, enabled=False), return_distance)
+                                dataclasses.replace(rejection, enabled=False), return_distance, solver)
     res = sampler(params, stats, key, jnp.asarray(tile(conds)), jnp.asarray(tile(masks)),
                   jnp.asarray(tile(weights)), jnp.asarray(row_ids, jnp.int32))
     shape = lambda a: None if a is None else np.asarray(a).reshape(R, N, *np.asarray(a).shape[1:])
@@ -373,8 +375,10 @@ def train_model_set(run: TrainingRun, train_data, train_masks, val_data, val_mas
     prepared = {}
     for name, g in ms.groups.items():
         data = group_arrays(g, train_data, train_masks)
-        prepared[name] = (data, group_arrays(g, val_data, val_masks), steps_per_epoch(data, tcfg.batch_size),
-                          make_train_fn(g.dcfg, schedule, tcfg, multi=g.specs[0].kind == "multi"))
+        spe = steps_per_epoch(data, tcfg.batch_size)
+        prepared[name] = (data, group_arrays(g, val_data, val_masks), spe,
+                          make_train_fn(g.dcfg, schedule, tcfg, multi=g.specs[0].kind == "multi",
+                                        total_steps=tcfg.epochs * spe))
     bar = tqdm(total=tcfg.epochs, initial=run.epoch, desc="training", unit="epoch", disable=not progress)
     while run.epoch < tcfg.epochs:
         target_epoch = min(tcfg.epochs, (run.epoch // tcfg.eval_every + 1) * tcfg.eval_every)
@@ -399,7 +403,8 @@ def _select(run: TrainingRun, prepared, losses, key):
     """Validate the live params of every group; keep, per model, the better of live and best."""
     ms, tcfg = run.model_set, run.model_set.train_cfg
     for name, g in ms.groups.items():
-        live = dataclasses.replace(g, params=run.states[name].params, batch_stats=run.states[name].batch_stats)
+        live = dataclasses.replace(g, params=run.states[name].inference_params(),
+                                   batch_stats=run.states[name].batch_stats)
         scores = validate_group(live, ms.schedule_cfg, prepared[name][1], tcfg.val_replicates, key)
         crit = scores[tcfg.select_by]
         better = crit < run.best_scores[name]

@@ -1,0 +1,195 @@
+"""Orbax checkpoints of a trained :class:`cgjax.ensemble.ModelSet`.
+
+One directory per trained set of models::
+
+    CKPT_DIR/
+      cgjax_checkpoint.json   configs, modality names and widths, feature names, scalers, validation
+                              metrics and history, coherent-ensemble weights, format version
+      models/                 Orbax PyTree: {group: {"params", "batch_stats"}} (the selected models)
+      resume/                 Orbax PyTree of the live training state (optimiser included), if any
+
+Writes are atomic: everything goes to a sibling temporary directory that is renamed into place only
+once complete, and the metadata file, written last, carries ``"complete": true``. A process killed
+mid-write leaves at most a ``*.tmp-*`` directory, which is never read; the previous checkpoint
+stays intact. Restoring needs only cgjax and the directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from cgjax.diffusion import denoiser
+from cgjax.diffusion.schedule import ScheduleConfig
+from cgjax.diffusion.train import TrainConfig, init_state
+from cgjax.ensemble import (ArchConfig, Group, ModelSet, ModelSpec, TrainingRun, ensemble_weights)
+from cgjax.errors import CheckpointError
+
+FORMAT_VERSION = 1
+META_FILE = "cgjax_checkpoint.json"
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+
+    return ocp.PyTreeCheckpointer()
+
+
+def _model_tree(ms: ModelSet) -> dict:
+    return {name: {"params": g.params, "batch_stats": g.batch_stats} for name, g in ms.groups.items()}
+
+
+def coherent_weights(ms: ModelSet, weighting: str = "inverse_mse") -> dict:
+    """Per target, the base ensemble weight of each single model (all conditions available)."""
+    out = {}
+    for t in ms.modalities:
+        sources = [s for s in ms.modalities if s != t]
+        w = ensemble_weights([ms.val_score(f"{t}_from_{s}") for s in sources], weighting)
+        out[t] = {s: float(x) for s, x in zip(sources, w)}
+    return out
+
+
+def _meta(ms: ModelSet, run: TrainingRun | None) -> dict:
+    groups = {name: {"config": g.dcfg.to_dict(),
+                     "models": [{"target": s.target, "conds": list(s.conds), "kind": s.kind} for s in g.specs],
+                     "true_cond_dims": [list(d) for d in g.true_cond_dims]}
+              for name, g in ms.groups.items()}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "cgjax_version": __import__("cgjax").__version__,
+        "modalities": list(ms.modalities),
+        "dims": ms.dims,
+        "feature_names": ms.feature_names,
+        "arch": ms.arch.to_dict(),
+        "schedule": dataclasses.asdict(ms.schedule_cfg),
+        "train": ms.train_cfg.to_dict(),
+        "scalers": ms.scalers,
+        "groups": groups,
+        "val_metrics": ms.val_metrics,
+        "coherent_weights": coherent_weights(ms),
+        "complete": True,
+    }
+    if run is not None:
+        meta["training"] = {"epoch": run.epoch, "history": run.history,
+                            "best_scores": {k: [float(x) for x in v] for k, v in run.best_scores.items()}}
+    return meta
+
+
+def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
+    """Write ``ms`` (and, for resuming, the live state of ``run``) atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
+    try:
+        ck = _checkpointer()
+        ck.save(tmp / "models", _model_tree(ms))
+        if run is not None:
+            ck.save(tmp / "resume", {name: {"params": s.params, "batch_stats": s.batch_stats,
+                                            "opt_state": s.opt_state, "step": s.step, "ema": s.ema}
+                                     for name, s in run.states.items()})
+        with open(tmp / META_FILE, "w") as f:  # written last: its presence means the rest is there
+            json.dump(_meta(ms, run), f, indent=1, default=float)
+            f.flush()
+            os.fsync(f.fileno())
+        old = None
+        if path.exists():
+            old = path.with_name(f"{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_meta(path) -> dict:
+    path = Path(path)
+    meta_file = path / META_FILE
+    if not path.is_dir():
+        olds = sorted(path.parent.glob(path.name + ".old-*")) if path.parent.is_dir() else []
+        hint = f" (a previous version survives as {olds[-1]})" if olds else ""
+        raise CheckpointError(f"{path}: no such checkpoint directory{hint}")
+    if not meta_file.exists():
+        raise CheckpointError(f"{path}: not a complete cgjax checkpoint (no {META_FILE}; half-written or not a checkpoint)")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{meta_file}: corrupt metadata ({e})") from None
+    if not meta.get("complete"):
+        raise CheckpointError(f"{path}: checkpoint is marked incomplete")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version}; this cgjax reads version {FORMAT_VERSION}")
+    return meta
+
+
+def _groups_from_meta(meta: dict) -> dict[str, Group]:
+    groups = {}
+    for name, g in meta["groups"].items():
+        specs = tuple(ModelSpec(m["target"], tuple(m["conds"]), m["kind"]) for m in g["models"])
+        groups[name] = Group(name, denoiser.DenoiserConfig.from_dict(g["config"]), specs,
+                             tuple(tuple(d) for d in g["true_cond_dims"]))
+    return groups
+
+
+def _abstract_state(groups: dict[str, Group], tcfg: TrainConfig):
+    return {name: jax.eval_shape(lambda g=g: init_state(jax.random.PRNGKey(0), g.dcfg, g.true_cond_dims, tcfg))
+            for name, g in groups.items()}
+
+
+def _restore(path: Path, target):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tree = _checkpointer().restore(path, item=target)
+    return jax.tree.map(np.asarray, tree)
+
+
+def load(path) -> ModelSet:
+    """Restore the selected models and everything needed to sample from them."""
+    path = Path(path)
+    meta = read_meta(path)
+    groups = _groups_from_meta(meta)
+    tcfg = TrainConfig(**meta["train"])
+    abstract = _abstract_state(groups, tcfg)
+    target = {n: {"params": a.params, "batch_stats": a.batch_stats} for n, a in abstract.items()}
+    try:
+        tree = _restore(path / "models", target)
+    except Exception as e:  # orbax raises many types for a damaged directory
+        raise CheckpointError(f"{path}: cannot read the model parameters ({type(e).__name__}: {e})") from None
+    for name, g in groups.items():
+        g.params, g.batch_stats = tree[name]["params"], tree[name]["batch_stats"]
+    return ModelSet(
+        modalities=tuple(meta["modalities"]), dims={k: int(v) for k, v in meta["dims"].items()},
+        arch=ArchConfig(**meta["arch"]), schedule_cfg=ScheduleConfig(**meta["schedule"]), train_cfg=tcfg,
+        groups=groups, scalers=meta["scalers"], feature_names=meta["feature_names"],
+        val_metrics=meta["val_metrics"])
+
+
+def load_run(path) -> TrainingRun:
+    """Restore a training run to resume it (raises CheckpointError if the checkpoint has no state)."""
+    from cgjax.diffusion.train import TrainState
+
+    path = Path(path)
+    ms = load(path)
+    meta = read_meta(path)
+    if "training" not in meta or not (path / "resume").exists():
+        raise CheckpointError(f"{path}: checkpoint holds no training state to resume from")
+    abstract = _abstract_state(ms.groups, ms.train_cfg)
+    target = {n: {"params": a.params, "batch_stats": a.batch_stats, "opt_state": a.opt_state, "step": a.step,
+                  "ema": a.ema} for n, a in abstract.items()}
+    tree = _restore(path / "resume", target)
+    states = {n: TrainState(t["params"], t["batch_stats"], t["opt_state"], t["step"], t["ema"])
+              for n, t in tree.items()}
+    tr = meta["training"]
+    return TrainingRun(ms, states, {k: np.asarray(v) for k, v in tr["best_scores"].items()},
+                       tr["history"], int(tr["epoch"]))

@@ -1,0 +1,120 @@
+"""Cohort-level workflows: train a model set on a cohort, and impute a cohort's missing modalities.
+
+These wire the library together for the CLI and the experiment scripts: split and scaling
+(:mod:`cgjax.data`), grouped training (:mod:`cgjax.ensemble`), checkpoints (:mod:`cgjax.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cgjax import checkpoint
+from cgjax.data import Cohort, Scalers, apply_scalers, fit_scalers, invert_scalers, split_cohort
+from cgjax.diffusion.schedule import ScheduleConfig
+from cgjax.diffusion.train import TrainConfig
+from cgjax.ensemble import ArchConfig, ModelSet, TrainingRun, new_training_run, sample_target, train_model_set
+from cgjax.errors import CgjaxError, CheckpointError, CohortError
+from cgjax.sampling.coherent import RejectionConfig
+
+
+def split_and_scale(cohort: Cohort, *, split_seed: int = 42) -> tuple[Cohort, Cohort, Scalers]:
+    """Split (unless the cohort fixes its own split), fit scalers on train, and return the scaled
+    train and validation cohorts with the scalers."""
+    cohort = split_cohort(cohort, seed=split_seed)
+    train, val = cohort.split("train"), cohort.split("val")
+    if val.n_samples == 0:
+        raise CohortError(f"{cohort.source}: the validation split is empty (it is drawn from complete samples "
+                          "only; the cohort needs more samples that have every modality)")
+    scalers = fit_scalers(train)
+    return apply_scalers(train, scalers), apply_scalers(val, scalers), scalers
+
+
+def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConfig(),
+          schedule_cfg: ScheduleConfig = ScheduleConfig(), train_cfg: TrainConfig = TrainConfig(),
+          resume: bool = True, progress: bool = True, split_seed: int = 42) -> ModelSet:
+    """Train every single- and multi-condition model of ``cohort``; checkpoint to ``out`` at every
+    validation. With ``resume`` and a checkpoint already at ``out`` from the same configuration,
+    training continues from it."""
+    train_c, val_c, scalers = split_and_scale(cohort, split_seed=split_seed)
+    run = None
+    if out is not None and resume and Path(out).exists():
+        try:
+            run = checkpoint.load_run(out)
+        except CheckpointError:
+            run = None
+        if run is not None:
+            ms = run.model_set
+            same = (ms.arch == arch and ms.schedule_cfg == schedule_cfg and ms.dims == train_c.dims()
+                    and dataclasses.replace(ms.train_cfg, epochs=0) == dataclasses.replace(train_cfg, epochs=0))
+            if not same:
+                raise CgjaxError(f"{out}: holds a checkpoint trained with another configuration or cohort; "
+                                 "choose another --out or pass --no-resume to overwrite it")
+            ms.train_cfg = train_cfg  # more epochs may be asked for
+            if progress:
+                print(f"resuming from {out} at epoch {run.epoch}")
+    if run is None:
+        run = new_training_run(train_c.data, train_c.masks, modalities=train_c.modalities, dims=train_c.dims(),
+                               arch=arch, schedule_cfg=schedule_cfg, train_cfg=train_cfg,
+                               scalers=scalers.to_dict(), feature_names=train_c.feature_names)
+    on_validation = (lambda r: checkpoint.save(out, r.model_set, r)) if out is not None else None
+    run = train_model_set(run, train_c.data, train_c.masks, val_c.data, val_c.masks, progress=progress,
+                          on_validation=on_validation)
+    return run.model_set
+
+
+def scaled_inputs(ms: ModelSet, cohort: Cohort) -> dict[str, np.ndarray]:
+    """The cohort's modalities in the models' standardised space, NaN rows where absent. Checks
+    every modality against the models (name and width); modalities the models know but the cohort
+    lacks are simply absent for every row."""
+    from cgjax.data import check_modalities
+
+    check_modalities(cohort, ms.dims, where=f"models trained on {list(ms.modalities)}")
+    scalers = Scalers.from_dict(ms.scalers)
+    out = {}
+    for m in ms.modalities:
+        if m in cohort.data:
+            mu, sd = scalers[m]
+            out[m] = np.where(cohort.masks[m][:, None], (cohort.data[m] - mu) / sd, np.nan).astype(np.float32)
+    return out
+
+
+def impute(ms: ModelSet, cohort: Cohort, *, method: str = "coherent", replicates: int = 1, seed: int = 0,
+           targets: Sequence[str] | None = None, rejection: RejectionConfig = RejectionConfig(),
+           weighting="inverse_mse", progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Fill every missing modality of every sample from the modalities it has.
+
+    Returns, per modality with at least one missing sample, a DataFrame with columns ``sample_id``,
+    ``replicate``, then the features in the cohort's original scale (replicate-major rows), plus
+    ``attempts`` and ``passed`` of the coherence rejection. Samples with no modality the models know
+    are an error.
+    """
+    from tqdm.auto import tqdm
+
+    given = scaled_inputs(ms, cohort)
+    scalers = Scalers.from_dict(ms.scalers)
+    N = cohort.n_samples
+    present = {m: (~np.isnan(given[m]).all(axis=1)) if m in given else np.zeros(N, bool) for m in ms.modalities}
+    none = ~np.any(np.stack(list(present.values()), 1), axis=1)
+    if none.any():
+        raise CohortError(f"{cohort.source}: sample '{cohort.sample_ids[np.flatnonzero(none)[0]]}' has none of the "
+                          f"modalities the models know ({list(ms.modalities)})")
+    targets = [t for t in (targets or ms.modalities) if (~present[t]).any()]
+    out = {}
+    for i, t in enumerate(tqdm(targets, desc=f"imputing ({method})", disable=not progress)):
+        rows = np.flatnonzero(~present[t])
+        res = sample_target(ms, t, {m: g[rows] for m, g in given.items() if m != t}, method=method,
+                            replicates=replicates, seed=seed + 1000 * ms.modalities.index(t),
+                            rejection=rejection, weighting=weighting)
+        x = invert_scalers(t, res.x.reshape(-1, ms.dims[t]), scalers)
+        df = pd.DataFrame(x, columns=ms.feature_names[t])
+        df.insert(0, "replicate", np.repeat(np.arange(replicates), len(rows)))
+        df.insert(0, "sample_id", np.tile(cohort.sample_ids[rows], replicates))
+        df["attempts"] = res.attempts.reshape(-1)
+        df["passed"] = res.passed.reshape(-1)
+        out[t] = df
+    return out
