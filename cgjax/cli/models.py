@@ -16,9 +16,9 @@ from cgjax.errors import CgjaxError
 # few thousand steps.
 QUICK_ARCH = dict(hidden=256, n_layers=3, time_dim=32, cond_embed_dim=32)
 QUICK_SCHEDULE = dict(timesteps=100)
-QUICK_TRAIN = dict(epochs=240, eval_every=80, batch_size=512, steps_per_call=50, learning_rate=3e-3,
-                   lr_schedule="cosine", cond_dropout=0.2)
-QUICK_SAMPLES = 8000
+QUICK_TRAIN = dict(epochs=160, eval_every=80, batch_size=512, steps_per_call=50, learning_rate=3e-3,
+                   lr_schedule="cosine", cond_dropout=0.2, val_replicates=3)
+QUICK_SAMPLES = 10000
 
 
 def load_config(path: str | None) -> dict:
