@@ -306,7 +306,7 @@ def test_energy_score_matches_brute_force():
     brute = [np.mean([np.linalg.norm(samples[r, i] - y[i]) for r in range(7)])
              - 0.5 * np.mean([np.linalg.norm(samples[r, i] - samples[s, i])
                               for r in range(7) for s in range(7) if r != s]) for i in range(5)]
-    np.testing.assert_allclose(energy_score(samples, y, chunk=2), brute, rtol=1e-12)
+    np.testing.assert_allclose(energy_score(samples, y), brute, rtol=1e-12)
     with pytest.raises(ValueError):
         energy_score(samples[:1], y)
 
