@@ -19,7 +19,7 @@ from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.ensemble import ArchConfig, ModelSet, TrainingRun, new_training_run, sample_target, train_model_set
 from cgjax.errors import CgjaxError, CheckpointError, CohortError
-from cgjax.sampling.coherent import RejectionConfig
+from cgjax.sampling.coherent import RejectionConfig, SolverConfig
 
 
 def split_and_scale(cohort: Cohort, *, split_seed: int = 42) -> tuple[Cohort, Cohort, Scalers]:
@@ -85,7 +85,8 @@ def scaled_inputs(ms: ModelSet, cohort: Cohort) -> dict[str, np.ndarray]:
 
 def impute(ms: ModelSet, cohort: Cohort, *, method: str = "coherent", replicates: int = 1, seed: int = 0,
            targets: Sequence[str] | None = None, rejection: RejectionConfig = RejectionConfig(),
-           weighting="inverse_mse", progress: bool = True) -> dict[str, pd.DataFrame]:
+           weighting="inverse_mse", solver: SolverConfig = SolverConfig(),
+           progress: bool = True) -> dict[str, pd.DataFrame]:
     """Fill every missing modality of every sample from the modalities it has.
 
     Returns, per modality with at least one missing sample, a DataFrame with columns ``sample_id``,
@@ -109,7 +110,7 @@ def impute(ms: ModelSet, cohort: Cohort, *, method: str = "coherent", replicates
         rows = np.flatnonzero(~present[t])
         res = sample_target(ms, t, {m: g[rows] for m, g in given.items() if m != t}, method=method,
                             replicates=replicates, seed=seed + 1000 * ms.modalities.index(t),
-                            rejection=rejection, weighting=weighting)
+                            rejection=rejection, weighting=weighting, solver=solver)
         x = invert_scalers(t, res.x.reshape(-1, ms.dims[t]), scalers)
         df = pd.DataFrame(x, columns=ms.feature_names[t])
         df.insert(0, "replicate", np.repeat(np.arange(replicates), len(rows)))
