@@ -85,7 +85,7 @@ def _meta(ms: ModelSet, run: TrainingRun | None) -> dict:
 
 def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
     """Write ``ms`` (and, for resuming, the live state of ``run``) atomically to ``path``."""
-    path = Path(path)
+    path = Path(path).absolute()  # Orbax accepts absolute paths only
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
     try:
@@ -148,6 +148,7 @@ def _abstract_state(groups: dict[str, Group], tcfg: TrainConfig):
 
 
 def _restore(path: Path, target):
+    path = Path(path).absolute()  # Orbax accepts absolute paths only
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tree = _checkpointer().restore(path, item=target)

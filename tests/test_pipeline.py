@@ -140,6 +140,13 @@ def test_resume_continues_from_the_checkpoint(cohort, tmp_path):
                        schedule_cfg=SCHED, train_cfg=TRAIN, progress=False)
 
 
+def test_relative_checkpoint_paths(trained, tmp_path, monkeypatch):
+    ms, _ = trained
+    monkeypatch.chdir(tmp_path)
+    checkpoint.save("rel/ck", ms)
+    assert checkpoint.load("rel/ck").modalities == ms.modalities
+
+
 def test_half_written_checkpoint_is_never_loaded(trained, tmp_path):
     _, out = trained
     broken = tmp_path / "broken"
