@@ -81,12 +81,19 @@ def cmd_impute(args) -> int:
     from cgjax.data import read_cohort
     from cgjax.sampling.coherent import RejectionConfig
 
+    embedding = None
+    if args.decode or args.embedding:  # found and read first: fail before sampling, not after
+        from cgjax.data.embedding import decode_imputations, find_embedding, load_embedding
+
+        embedding = load_embedding(find_embedding(args.cohort, args.embedding))
     ms = checkpoint.load(args.checkpoint)
     cohort = read_cohort(args.cohort)
     rejection = RejectionConfig(enabled=not args.no_rejection, max_fraction=args.reject_fraction,
                                 max_attempts=args.max_attempts)
     tables = pipeline.impute(ms, cohort, method=args.method, replicates=args.replicates, seed=args.seed,
                              rejection=rejection, weighting=args.weighting, progress=not args.quiet)
+    if embedding is not None:
+        tables = decode_imputations(tables, embedding)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for m, df in tables.items():
@@ -161,6 +168,10 @@ def add_parser(sub) -> None:
                    help="accept a trajectory when at most this fraction of steps is incoherent (paper 0.05, reference 0.10)")
     p.add_argument("--max-attempts", type=int, default=10)
     p.add_argument("--no-rejection", action="store_true")
+    p.add_argument("--decode", action="store_true",
+                   help="write imputations in feature space (genes, proteins), decoded with COHORT/embedding")
+    p.add_argument("--embedding", help="embedding directory written by 'cgjax prepare' (implies --decode; "
+                                       "default COHORT/embedding)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_impute)
 
