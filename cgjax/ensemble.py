@@ -240,21 +240,9 @@ class Imputation:
     distance: np.ndarray | None = None
 
 
-def sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], *, method: str = "coherent",
-                  replicates: int = 1, key=None, seed: int = 0, rejection: RejectionConfig = RejectionConfig(),
-                  weighting: str | Sequence[float] = "inverse_mse", unconditional: bool = False,
-                  return_distance: bool = False, row_offset: int = 0, n_total: int | None = None,
-                  solver: SolverConfig = SolverConfig()) -> Imputation:
-    """Draw ``replicates`` samples of ``target`` for N rows from whatever modalities each row has.
-
-    given: modality -> f32[N, D] in the standardised scale, NaN rows where the row lacks it
-      (a modality left out of ``given`` is absent for every row; the target itself is ignored).
-    unconditional: sample with no condition at all (multi: every condition masked; coherent and
-      single: the single models fed all-zero conditions, as the reference does, REFERENCE 5.7).
-    row_offset, n_total: index of the first row within, and size of, the whole batch these rows are a
-      chunk of, so that every chunk draws the same noise as the whole batch would (row r of
-      replicate k has id k * n_total + row_offset + r).
-    """
+def _target_inputs(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], method: str,
+                   weighting, unconditional: bool):
+    """Validate a sampling request; return (group, members, conds, masks, weights, N) for its N rows."""
     if method not in METHODS:
         raise CgjaxError(f"unknown method '{method}'; choose one of {METHODS}")
     if target not in ms.modalities:
@@ -303,20 +291,90 @@ def sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], *,
         else:
             w = ensemble_weights(scores, weighting)[None, :] * avail
             weights = (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+    return group, members, conds.astype(np.float32), masks.astype(np.float32), weights.astype(np.float32), N
 
+
+def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], *, method: str = "coherent",
+                       replicates: int = 1, key=None, seed: int = 0, rejection: RejectionConfig = RejectionConfig(),
+                       weighting: str | Sequence[float] = "inverse_mse", unconditional: bool = False,
+                       return_distance: bool = False, row_offset: int = 0, n_total: int | None = None,
+                       solver: SolverConfig = SolverConfig(), mesh=None, max_batch: int | None = None,
+                       flat_range: tuple[int, int] | None = None):
+    """The samples of :func:`sample_target` chunk by chunk, without holding them all.
+
+    The R x N requested samples are numbered replicate-major (flat index i = k N + r for replicate k
+    of row r). Yields ``(lo, hi, chunk)`` for consecutive flat ranges covering ``flat_range``
+    (default all of them), where ``chunk`` is an :class:`Imputation` whose arrays have a leading
+    axis of hi - lo flat rows (``x`` f32[hi - lo, F], ...). Every chunk has the same padded shape
+    (one compilation) of at most ``max_batch`` rows (default: :func:`cgjax.distributed.default_max_batch`
+    for the device), rounded up to a multiple of the mesh size, and is split over ``mesh`` when given.
+    The samples are those of one big batch: each keeps its global row id.
+    """
+    from cgjax import distributed
+
+    group, members, conds, masks, weights, N = _target_inputs(ms, target, given, method, weighting, unconditional)
     R = int(replicates)
-    tile = lambda a: np.concatenate([a] * R, axis=0)
+    total = R * N
+    lo, hi = (0, total) if flat_range is None else (int(flat_range[0]), int(flat_range[1]))
+    if not 0 <= lo <= hi <= total:
+        raise CgjaxError(f"flat range [{lo}, {hi}) outside the {total} samples")
     n_total = N + row_offset if n_total is None else n_total
-    row_ids = (np.arange(R)[:, None] * n_total + row_offset + np.arange(N)[None, :]).reshape(-1)
     key = jax.random.PRNGKey(seed) if key is None else key
     params, stats = group.member(members)
     sampler = _ensemble_sampler(group.dcfg, ms.schedule_cfg, rejection if method == "coherent" else
                                 dataclasses.replace(rejection, enabled=False), return_distance, solver)
-    res = sampler(params, stats, key, jnp.asarray(tile(conds)), jnp.asarray(tile(masks)),
-                  jnp.asarray(tile(weights)), jnp.asarray(row_ids, jnp.int32))
-    shape = lambda a: None if a is None else np.asarray(a).reshape(R, N, *np.asarray(a).shape[1:])
-    return Imputation(target, method, shape(res.x0), shape(res.attempts), shape(res.passed),
-                      shape(res.frac_incoherent), shape(res.distance))
+    n_dev = 1 if mesh is None else mesh.size
+    if max_batch is None:
+        n_steps = (solver.steps or ms.schedule_cfg.timesteps) if return_distance else 0
+        max_batch = distributed.default_max_batch(group.dcfg, len(members), n_steps=n_steps,
+                                                  return_distance=return_distance)
+    if max_batch < 1:
+        raise CgjaxError(f"max_batch must be >= 1, got {max_batch}")
+    size = distributed.round_up(min(max_batch, max(hi - lo, 1)), n_dev)
+    for a, b in distributed.chunk_ranges(lo, hi, size):
+        flat = np.arange(a, b)
+        k, r = flat // N, flat % N
+        row_ids = (k * n_total + row_offset + r).astype(np.int32)
+        res = distributed.sample_sharded(sampler, mesh, params, stats, key, conds[r], masks[r], weights[r],
+                                         row_ids, size=size)
+        yield a, b, Imputation(target, method, res.x0, res.attempts, res.passed, res.frac_incoherent, res.distance)
+
+
+def sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], *, method: str = "coherent",
+                  replicates: int = 1, key=None, seed: int = 0, rejection: RejectionConfig = RejectionConfig(),
+                  weighting: str | Sequence[float] = "inverse_mse", unconditional: bool = False,
+                  return_distance: bool = False, row_offset: int = 0, n_total: int | None = None,
+                  solver: SolverConfig = SolverConfig(), mesh=None, max_batch: int | None = None) -> Imputation:
+    """Draw ``replicates`` samples of ``target`` for N rows from whatever modalities each row has.
+
+    given: modality -> f32[N, D] in the standardised scale, NaN rows where the row lacks it
+      (a modality left out of ``given`` is absent for every row; the target itself is ignored).
+    unconditional: sample with no condition at all (multi: every condition masked; coherent and
+      single: the single models fed all-zero conditions, as the reference does, REFERENCE 5.7).
+    row_offset, n_total: index of the first row within, and size of, the whole batch these rows are a
+      chunk of, so that every chunk draws the same noise as the whole batch would (row r of
+      replicate k has id k * n_total + row_offset + r).
+    mesh: a :class:`jax.sharding.Mesh` (:func:`cgjax.distributed.make_mesh`) to split the rows over
+      its devices (batches padded to a multiple of its size, parameters replicated).
+    max_batch: sample at most this many (row, replicate) pairs per compiled call (default: from the
+      device's memory, :func:`cgjax.distributed.default_max_batch`); results do not depend on it.
+    """
+    out = None
+    for a, b, chunk in iter_sample_target(ms, target, given, method=method, replicates=replicates, key=key,
+                                          seed=seed, rejection=rejection, weighting=weighting,
+                                          unconditional=unconditional, return_distance=return_distance,
+                                          row_offset=row_offset, n_total=n_total, solver=solver, mesh=mesh,
+                                          max_batch=max_batch):
+        fields = (chunk.x, chunk.attempts, chunk.passed, chunk.frac_incoherent, chunk.distance)
+        if out is None:
+            total = int(replicates) * (len(next(v for m, v in given.items() if m != target)))
+            out = [None if f is None else np.empty((total, *f.shape[1:]), f.dtype) for f in fields]
+        for o, f in zip(out, fields):
+            if o is not None:
+                o[a:b] = f
+    R = int(replicates)
+    shape = lambda a: None if a is None else a.reshape(R, -1, *a.shape[1:])
+    return Imputation(target, method, *(shape(a) for a in out))
 
 
 # ---- training -----------------------------------------------------------------------------------

@@ -7,9 +7,11 @@ These wire the library together for the CLI and the experiment scripts: split an
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -85,17 +87,38 @@ def scaled_inputs(ms: ModelSet, cohort: Cohort) -> dict[str, np.ndarray]:
 
 def impute(ms: ModelSet, cohort: Cohort, *, method: str = "coherent", replicates: int = 1, seed: int = 0,
            targets: Sequence[str] | None = None, rejection: RejectionConfig = RejectionConfig(),
-           weighting="inverse_mse", solver: SolverConfig = SolverConfig(),
-           progress: bool = True) -> dict[str, pd.DataFrame]:
+           weighting="inverse_mse", solver: SolverConfig = SolverConfig(), progress: bool = True,
+           max_batch: int | None = None, mesh=None, out_dir: str | Path | None = None,
+           process_index: int | None = None, process_count: int | None = None) -> dict:
     """Fill every missing modality of every sample from the modalities it has.
 
     Returns, per modality with at least one missing sample, a DataFrame with columns ``sample_id``,
     ``replicate``, then the features in the cohort's original scale (replicate-major rows), plus
     ``attempts`` and ``passed`` of the coherence rejection. Samples with no modality the models know
     are an error.
+
+    Scale-out (:mod:`cgjax.distributed`; none of it changes the samples):
+      max_batch: (sample, replicate) pairs per compiled call (default: from the device's memory).
+      mesh: split each call's rows over the devices of this :class:`jax.sharding.Mesh`
+        (``"auto"``: every local device, when there are several).
+      out_dir: stream the tables to ``out_dir/<modality>.parquet`` chunk by chunk instead of returning
+        DataFrames (host memory: one chunk); returns modality -> path. With several processes
+        (``process_count``, default ``jax.process_count()``) each samples and writes only its own
+        contiguous block of the replicate-major rows to a part file; after a barrier process 0
+        concatenates the parts in order into ``<modality>.parquet``.
     """
     from tqdm.auto import tqdm
 
+    from cgjax import distributed
+    from cgjax.ensemble import iter_sample_target
+
+    if mesh == "auto":
+        mesh = distributed.make_mesh() if len(jax.local_devices()) > 1 else None
+    multi = process_index is not None or process_count is not None
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    if count > 1 and out_dir is None:
+        raise CgjaxError("with several processes, impute writes part files: give out_dir")
     given = scaled_inputs(ms, cohort)
     scalers = Scalers.from_dict(ms.scalers)
     N = cohort.n_samples
@@ -108,14 +131,68 @@ def impute(ms: ModelSet, cohort: Cohort, *, method: str = "coherent", replicates
     out = {}
     for i, t in enumerate(tqdm(targets, desc=f"imputing ({method})", disable=not progress)):
         rows = np.flatnonzero(~present[t])
-        res = sample_target(ms, t, {m: g[rows] for m, g in given.items() if m != t}, method=method,
-                            replicates=replicates, seed=seed + 1000 * ms.modalities.index(t),
-                            rejection=rejection, weighting=weighting, solver=solver)
-        x = invert_scalers(t, res.x.reshape(-1, ms.dims[t]), scalers)
-        df = pd.DataFrame(x, columns=ms.feature_names[t])
-        df.insert(0, "replicate", np.repeat(np.arange(replicates), len(rows)))
-        df.insert(0, "sample_id", np.tile(cohort.sample_ids[rows], replicates))
-        df["attempts"] = res.attempts.reshape(-1)
-        df["passed"] = res.passed.reshape(-1)
-        out[t] = df
+        n = len(rows)
+        flat = distributed.process_range(replicates * n, index, count)
+        chunks = iter_sample_target(ms, t, {m: g[rows] for m, g in given.items() if m != t}, method=method,
+                                    replicates=replicates, seed=seed + 1000 * ms.modalities.index(t),
+                                    rejection=rejection, weighting=weighting, solver=solver, mesh=mesh,
+                                    max_batch=max_batch, flat_range=flat)
+
+        def frame(a, b, res):
+            k, r = np.arange(a, b) // n, rows[np.arange(a, b) % n]
+            df = pd.DataFrame(invert_scalers(t, res.x, scalers), columns=ms.feature_names[t])
+            df.insert(0, "replicate", k)
+            df.insert(0, "sample_id", cohort.sample_ids[r])
+            df["attempts"] = res.attempts
+            df["passed"] = res.passed
+            return df
+
+        if out_dir is None:
+            frames = [frame(a, b, res) for a, b, res in chunks]
+            out[t] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        else:
+            out[t] = _write_parts(out_dir, t, (frame(a, b, res) for a, b, res in chunks), index, count,
+                                  frame(0, 0, _empty_chunk(ms, t)), merge=not multi)
+    if out_dir is not None and count > 1 and not multi:  # real processes: merge once all parts are there
+        distributed.sync("cgjax-impute-parts")
+        if index == 0:
+            out = {t: distributed.merge_parts(out_dir, t, count) for t in out}
+        distributed.sync("cgjax-impute-merged")
     return out
+
+
+def _empty_chunk(ms: ModelSet, t: str):
+    from cgjax.ensemble import Imputation
+
+    return Imputation(t, "", np.zeros((0, ms.dims[t]), np.float32), np.zeros(0, np.int32), np.zeros(0, bool),
+                      np.zeros(0, np.float32))
+
+
+def _write_parts(out_dir, name: str, frames, index: int, count: int, empty: pd.DataFrame, merge: bool) -> Path:
+    """Write the DataFrames ``frames`` one row group each to this process's part file (the final file
+    directly, through a temporary name, with one process). Returns the path written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cgjax import distributed
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dest = out_dir / f"{name}.parquet" if count == 1 and merge else distributed.part_path(out_dir, name, index, count)
+    tmp = dest.with_name(f".{dest.name}.writing")
+    frames = iter(frames)
+    first = next(frames, None)
+    try:
+        if first is None:  # a process with no rows still writes its (empty) part
+            first = empty
+        schema = pa.Schema.from_pandas(first, preserve_index=False)
+        schema = schema.set(schema.get_field_index("sample_id"), pa.field("sample_id", pa.string()))
+        with pq.ParquetWriter(tmp, schema) as writer:
+            writer.write_table(pa.Table.from_pandas(first, schema=schema, preserve_index=False))
+            for df in frames:
+                writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import time
@@ -66,12 +67,16 @@ def cmd_train(args) -> int:
     from cgjax import pipeline
     from cgjax.data import read_cohort
 
+    from cgjax import distributed
+
+    several = distributed.initialize(args.distributed)  # first: before any computation
     cohort = read_cohort(args.cohort)
     arch, sched, train = _configs(load_config(args.config), args.epochs, args.timesteps)
     if args.seed is not None:
         train = dataclasses.replace(train, seed=args.seed)
-    ms = pipeline.train(cohort, args.out, arch=arch, schedule_cfg=sched, train_cfg=train,
-                        resume=not args.no_resume, progress=not args.quiet)
+    with distributed.data_parallel() if (args.distributed or several) else contextlib.nullcontext():
+        ms = pipeline.train(cohort, args.out, arch=arch, schedule_cfg=sched, train_cfg=train,
+                            resume=not args.no_resume, progress=not args.quiet and distributed.is_primary())
     print(f"trained {sum(len(g.specs) for g in ms.groups.values())} models; checkpoint in {args.out}")
     return 0
 
@@ -81,7 +86,12 @@ def cmd_impute(args) -> int:
     from cgjax.data import read_cohort
     from cgjax.sampling.coherent import RejectionConfig
 
+    from cgjax import distributed
+
+    several = distributed.initialize(args.distributed)  # first: before any computation
     embedding = None
+    if several and (args.decode or args.embedding):
+        raise CgjaxError("--decode is not supported with several processes; decode the merged tables afterwards")
     if args.decode or args.embedding:  # found and read first: fail before sampling, not after
         from cgjax.data.embedding import decode_imputations, find_embedding, load_embedding
 
@@ -90,13 +100,20 @@ def cmd_impute(args) -> int:
     cohort = read_cohort(args.cohort)
     rejection = RejectionConfig(enabled=not args.no_rejection, max_fraction=args.reject_fraction,
                                 max_attempts=args.max_attempts)
+    out = Path(args.out)
+    # without --decode the tables stream to OUT chunk by chunk (per-process parts merged by process 0)
     tables = pipeline.impute(ms, cohort, method=args.method, replicates=args.replicates, seed=args.seed,
-                             rejection=rejection, weighting=args.weighting, progress=not args.quiet)
+                             rejection=rejection, weighting=args.weighting,
+                             progress=not args.quiet and distributed.is_primary(), max_batch=args.max_batch,
+                             mesh="auto", out_dir=None if embedding is not None else out)
     if embedding is not None:
         tables = decode_imputations(tables, embedding)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for m, df in tables.items():
+        if isinstance(df, Path):
+            if distributed.is_primary():
+                print(f"{m}: {args.replicates} replicates -> {df}")
+            continue
         df.to_parquet(out / f"{m}.parquet", index=False)
         print(f"{m}: {df['sample_id'].nunique()} samples x {args.replicates} replicates -> {out / (m + '.parquet')}")
     if not tables:
@@ -153,6 +170,8 @@ def add_parser(sub) -> None:
     p.add_argument("--timesteps", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint")
+    p.add_argument("--distributed", action="store_true",
+                   help="start jax.distributed (automatic under srun) and train data-parallel over every device")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -168,6 +187,9 @@ def add_parser(sub) -> None:
                    help="accept a trajectory when at most this fraction of steps is incoherent (paper 0.05, reference 0.10)")
     p.add_argument("--max-attempts", type=int, default=10)
     p.add_argument("--no-rejection", action="store_true")
+    p.add_argument("--max-batch", type=int, help="samples per compiled call (default: from the device's memory)")
+    p.add_argument("--distributed", action="store_true",
+                   help="start jax.distributed (automatic under srun); each process imputes its block of rows")
     p.add_argument("--decode", action="store_true",
                    help="write imputations in feature space (genes, proteins), decoded with COHORT/embedding")
     p.add_argument("--embedding", help="embedding directory written by 'cgjax prepare' (implies --decode; "

@@ -102,11 +102,31 @@ def init_state(key, dcfg: denoiser.DenoiserConfig, true_cond_dims, tcfg: TrainCo
 
 
 def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: TrainConfig, *, multi: bool,
-                  total_steps: int = 1):
+                  total_steps: int = 1, mesh=None):
     """Return ``train(state, data, key) -> (state, mean_loss f32[M])`` running ``steps_per_call`` steps.
-    ``total_steps`` is the length of the whole run (for the learning-rate schedule)."""
+    ``total_steps`` is the length of the whole run (for the learning-rate schedule).
+
+    Data-parallel: with a ``mesh`` (a 1-D :class:`jax.sharding.Mesh` with axis ``"batch"``, e.g.
+    :func:`cgjax.distributed.make_mesh`; default the one of an enclosing
+    :func:`cgjax.distributed.data_parallel` context, else none) the state and the group's arrays are
+    replicated on every device and each model's gathered minibatch is split along its batch axis by a
+    sharding constraint inside the jitted step. XLA then partitions the forward and backward passes
+    over the devices and all-reduces what crosses rows: the BatchNorm batch statistics (global-batch
+    BN) and the gradients. The computation is the single-device one (same minibatches, same noise),
+    up to the order of float32 sums."""
+    if mesh is None:
+        from cgjax.distributed import active_mesh
+
+        mesh = active_mesh()
     optimizer = make_optimizer(tcfg, total_steps)
     B, T = tcfg.batch_size, schedule.timesteps
+    if mesh is None:
+        split = lambda a: a
+    else:
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        rows = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+        split = lambda a: jax.lax.with_sharding_constraint(a, rows)  # under vmap: [M, B/devices, ...]
 
     def loss_fn(params, batch_stats, x0, conds, masks, key):
         k_t, k_eps = jax.random.split(key)
@@ -125,10 +145,10 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
             drop_row = jax.random.bernoulli(k_drop, tcfg.cond_dropout, (B, 1))
             subset = jax.random.bernoulli(k_sub, 0.5, keep.shape)
             keep = keep & (~drop_row | subset)
-        masks = keep.astype(jnp.float32)
-        c = conds[idx] * masks[..., None]  # a masked condition is also zeroed (REFERENCE 3.4)
+        masks = split(keep.astype(jnp.float32))
+        c = split(conds[idx] * masks[..., None])  # a masked condition is also zeroed (REFERENCE 3.4)
         (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch_stats, x0[idx], c, masks, k_loss)
+            params, batch_stats, split(x0[idx]), c, masks, k_loss)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
@@ -151,4 +171,20 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
             body, (state.params, state.batch_stats, state.opt_state, state.ema), jnp.arange(tcfg.steps_per_call))
         return TrainState(params, stats, opt_state, state.step + tcfg.steps_per_call, ema), jnp.mean(losses, axis=0)
 
-    return jax.jit(train, donate_argnums=0)
+    if mesh is None:
+        return jax.jit(train, donate_argnums=0)
+
+    from cgjax.distributed import replicate, replicated_sharding
+
+    jitted = jax.jit(train, donate_argnums=0, out_shardings=replicated_sharding(mesh))
+
+    placed = {}  # the group's arrays, replicated once (kept with the original so its id stays unique)
+
+    def train_data_parallel(state: TrainState, data: GroupData, key):
+        if id(data) not in placed:
+            placed.clear()
+            placed[id(data)] = (data, replicate(data, mesh))
+        # the state is replicated at the first call; later states come out of the step replicated
+        return jitted(replicate(state, mesh), placed[id(data)][1], replicate(key, mesh))
+
+    return train_data_parallel
