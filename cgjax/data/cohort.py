@@ -207,27 +207,35 @@ def validate(cohort: Cohort) -> None:
     unknown = set(clin.columns) - set(CLINICAL_COLUMNS)
     if unknown:
         raise CohortError(f"{src}: unknown clinical column(s) {sorted(unknown)}")
+    check_clinical_values(clin, src)
+
+
+def check_clinical_values(clin: pd.DataFrame, src: str) -> None:
+    """Raise :class:`CohortError` for a stage outside 1-4, a negative or infinite survival time, an
+    event that is not 0/1, or an unknown split; ``src`` (a file, or the cohort) opens the message."""
+    ids = clin.index
     if "stage" in clin:
         st = clin["stage"].to_numpy(dtype=float)
         bad = ~np.isnan(st) & ~np.isin(st, [1, 2, 3, 4])
         if bad.any():
-            i = np.flatnonzero(bad)[0]
+            i = int(np.flatnonzero(bad)[0])
             raise CohortError(f"{src}: sample '{ids[i]}': stage {st[i]:g} is outside 1-4")
     if "os_time" in clin:
         tt = clin["os_time"].to_numpy(dtype=float)
-        bad = ~np.isnan(tt) & (tt < 0)
+        bad = ~np.isnan(tt) & ((tt < 0) | np.isinf(tt))
         if bad.any():
-            i = np.flatnonzero(bad)[0]
-            raise CohortError(f"{src}: sample '{ids[i]}': negative survival time {tt[i]:g}")
+            i = int(np.flatnonzero(bad)[0])
+            what = "negative" if tt[i] < 0 else "infinite"
+            raise CohortError(f"{src}: sample '{ids[i]}': {what} survival time os_time={tt[i]:g}")
     if "os_event" in clin:
         ev = clin["os_event"].to_numpy(dtype=float)
         bad = ~np.isnan(ev) & ~np.isin(ev, [0, 1])
         if bad.any():
-            i = np.flatnonzero(bad)[0]
+            i = int(np.flatnonzero(bad)[0])
             raise CohortError(f"{src}: sample '{ids[i]}': os_event {ev[i]:g} must be 0 or 1")
     if "split" in clin:
         sp = clin["split"]
         bad = sp.notna() & ~sp.isin(SPLITS)
         if bad.any():
             sid = bad[bad].index[0]
-            raise CohortError(f"{src}: sample '{sid}': split '{sp[sid]}' is not one of {SPLITS}")
+            raise CohortError(f"{src}: sample '{sid}': split '{sp[sid]}' is not one of {list(SPLITS)}")

@@ -26,7 +26,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from cgjax.data.cohort import CLINICAL_COLUMNS, SPLITS, Cohort, from_arrays, normalise_clinical
+from cgjax.data.cohort import (CLINICAL_COLUMNS, Cohort, check_clinical_values, from_arrays,
+                               normalise_clinical)
 from cgjax.errors import CohortError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
@@ -230,38 +231,8 @@ def _read_clinical_table(f: Path) -> pd.DataFrame:
         if col in df:
             df[col] = df[col].map(lambda v: v.strip() if isinstance(v, str) else v)
     out = normalise_clinical(df, source=str(f))
-    _check_clinical_values(out, str(f))
+    check_clinical_values(out, str(f))
     return out
-
-
-def _check_clinical_values(clin: pd.DataFrame, src: str) -> None:
-    """Value checks of :func:`validate`, repeated here so that the message names the clinical file."""
-    ids = clin.index
-    if "stage" in clin:
-        st = clin["stage"].to_numpy(dtype=float)
-        bad = ~np.isnan(st) & ~np.isin(st, [1, 2, 3, 4])
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise CohortError(f"{src}: sample '{ids[i]}': stage {st[i]:g} is outside 1-4")
-    if "os_time" in clin:
-        tt = clin["os_time"].to_numpy(dtype=float)
-        bad = ~np.isnan(tt) & ((tt < 0) | np.isinf(tt))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            what = "negative" if tt[i] < 0 else "infinite"
-            raise CohortError(f"{src}: sample '{ids[i]}': {what} survival time os_time={tt[i]:g}")
-    if "os_event" in clin:
-        ev = clin["os_event"].to_numpy(dtype=float)
-        bad = ~np.isnan(ev) & ~np.isin(ev, [0, 1])
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise CohortError(f"{src}: sample '{ids[i]}': os_event {ev[i]:g} must be 0 or 1")
-    if "split" in clin:
-        sp = clin["split"]
-        bad = sp.notna() & ~sp.isin(SPLITS)
-        if bad.any():
-            sid = bad[bad].index[0]
-            raise CohortError(f"{src}: sample '{sid}': split '{sp[sid]}' is not one of {list(SPLITS)}")
 
 
 def _assemble(modalities: Mapping[str, dict], clinical: pd.DataFrame | None, source: str,
@@ -338,7 +309,7 @@ def _read_h5mu(f: Path) -> Cohort:
                 clin[c] = clin[c].astype(object).where(clin[c].notna(), None)
         clin.index = pd.Index([str(s) for s in obs.index], name="sample_id")
         clinical = normalise_clinical(clin, source=f"{f}[obs]")
-        _check_clinical_values(clinical, f"{f}[obs]")
+        check_clinical_values(clinical, f"{f}[obs]")
     return _assemble(modalities, clinical, source=str(f), clinical_source=f"{f}[obs]")
 
 
