@@ -20,8 +20,8 @@ rows take its result. A row that never passes keeps its least incoherent attempt
 as not passed. With one model (M = 1, or one available model in a row) there are no pairs, d = 1,
 and nothing is ever rejected (the test is strict).
 
-The same code samples a single-condition model (M = 1, K = 1) and the multi-condition model
-(M = 1, K conditions with per-row masks).
+The same code samples a single-condition model (M = 1, one condition slot) and the multi-condition
+model (M = 1, several condition slots with per-row masks).
 
 Noise is drawn per row from ``fold_in(fold_in(fold_in(key, attempt), row_id), t)``: a row's sample
 depends only on its own id, never on the batch it is in, so chunked and sharded runs give the same
