@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -31,6 +28,7 @@ from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig, init_state
 from cgjax.ensemble import (ArchConfig, Group, ModelSet, ModelSpec, TrainingRun, ensemble_weights)
+from cgjax._atomic import atomic_directory, write_json_synced
 from cgjax.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -86,29 +84,15 @@ def _meta(ms: ModelSet, run: TrainingRun | None) -> dict:
 def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
     """Write ``ms`` (and, for resuming, the live state of ``run``) atomically to ``path``."""
     path = Path(path).absolute()  # Orbax accepts absolute paths only
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         ck = _checkpointer()
         ck.save(tmp / "models", _model_tree(ms))
         if run is not None:
             ck.save(tmp / "resume", {name: {"params": s.params, "batch_stats": s.batch_stats,
                                             "opt_state": s.opt_state, "step": s.step, "ema": s.ema}
                                      for name, s in run.states.items()})
-        with open(tmp / META_FILE, "w") as f:  # written last: its presence means the rest is there
-            json.dump(_meta(ms, run), f, indent=1, default=float)
-            f.flush()
-            os.fsync(f.fileno())
-        old = None
-        if path.exists():
-            old = path.with_name(f"{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        # written last: its presence means the rest is there
+        write_json_synced(tmp / META_FILE, _meta(ms, run), indent=1, default=float)
     return path
 
 

@@ -27,9 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -40,6 +37,7 @@ import numpy as np
 import optax
 import pandas as pd
 
+from cgjax._atomic import atomic_directory, write_json_synced
 from cgjax.errors import CgjaxError, CheckpointError
 
 FORMAT_VERSION = 1
@@ -704,9 +702,7 @@ def save_embedding(embedding: Embedding, path) -> Path:
     Everything is written to a sibling temporary directory first and renamed into place.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         meta = {"format_version": FORMAT_VERSION, "kind": "cgjax_embedding", "modalities": {},
                 "info": embedding.info}
         for i, (name, e) in enumerate(embedding.modalities.items()):
@@ -715,20 +711,7 @@ def save_embedding(embedding: Embedding, path) -> Path:
             np.savez(tmp / rec["file"], **arrays)
             meta["modalities"][name] = rec
         meta["complete"] = True
-        with open(tmp / META_FILE, "w") as f:  # last: its presence means the rest is there
-            json.dump(_jsonable(meta), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        old = None
-        if path.exists():
-            old = path.with_name(f"{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json_synced(tmp / META_FILE, _jsonable(meta), indent=1)  # last: marks the rest complete
     return path
 
 

@@ -31,9 +31,6 @@ import csv
 import dataclasses
 import gzip
 import lzma
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Mapping
@@ -48,6 +45,7 @@ from cgjax.data.io import write_cohort
 from cgjax.data.preprocess import PreprocessOptions, group_stage, preprocess_modalities
 from cgjax.data.split import PAPER_FRACTIONS, split_cohort
 from cgjax.data.xena import NA_TOKENS, RawCohort
+from cgjax._atomic import atomic_directory
 from cgjax.errors import CgjaxError, CohortError
 
 __all__ = ["PrepareOptions", "PreparedCohort", "assign_split", "prepare", "write_prepared", "read_matrices",
@@ -268,23 +266,11 @@ def write_prepared(prepared: PreparedCohort, out, *, overwrite: bool = False, wr
     """
     out = Path(out)
     _check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         write_cohort(dataclasses.replace(prepared.cohort, source=str(out)), tmp, format=format, overwrite=True)
         save_embedding(prepared.embedding, tmp / EMBEDDING_DIR)
         if write_features:
             write_cohort(_feature_cohort(prepared), tmp / FEATURES_DIR, format="parquet")
-        old = None
-        if out.exists():
-            old = out.with_name(f"{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
