@@ -1,0 +1,405 @@
+"""The whole evaluation protocol on one cohort: every experiment of the paper, their tables, figures
+and raw numbers, driven by ``cgjax evaluate`` and ``experiments/reproduce_paper.py``.
+
+:func:`evaluate` takes a trained model set and a cohort; :func:`run_evaluation` takes prepared data
+(:func:`prepare_data`) and any samplers (so tests can pass fakes). Where the paper and the reference
+code disagree the paper's choice is the default and the reference's an option
+(:meth:`EvalConfig.preset`: ``paper``, ``reference``, ``quick``); docs/evaluation.md lists them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cgjax.errors import CgjaxError, CohortError
+
+STEPS = ("reconstruction", "manifold", "predictive", "downstream", "counterfactual", "privacy")
+NEEDS_FULL_SAMPLES = ("manifold", "predictive", "counterfactual")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Every knob of the protocol. Defaults: the paper's version at the paper's scale."""
+
+    replicates: int = 10  # generations per test row (reconstruction, predictive, counterfactual, privacy)
+    runs: int = 10  # downstream and counterfactual runs (forests re-seeded, generations redrawn)
+    seed: int = 0
+    methods: tuple = ("single", "multi", "coherent")  # our samplers
+    baselines: tuple = ("knn", "iterative")  # classical imputers beside them
+    baseline_rows: str = "complete_case"  # train rows the imputers are fitted on ("complete_case" | "all")
+    baseline_sets: str = "all"  # given sets the imputers run on ("all" | "full")
+    given_sets: str = "all"  # reconstruction condition sets ("all": every non-empty subset | "full")
+    rf_trees: int = 500  # every random forest classifier (paper 500, reference 100)
+    rsf: dict = dataclasses.field(default_factory=lambda: dict(n_estimators=100, max_depth=None, max_features="sqrt",
+                                                               min_samples_split=6, min_samples_leaf=3))
+    rsf_time_bin: float | None = None  # days; round survival times for RSF training (quick mode only)
+    downstream_imputers: tuple = ("knn",)  # matrix completions beside the samplers ("knn", "mean")
+    counterfactual_targets: tuple = ("rnaseq", "wsi")
+    counterfactual_score: str = "prob_variance"  # paper; reference "disagreement"
+    counterfactual_ablation: str = "nan"  # "nan" (notebook, matches training) | "zero" (reference script)
+    counterfactual_metric: str = "weighted_f1"  # reference; or "macro_f1"
+    counterfactual_seed: int = 42  # forests of run r use seed + r (reference 42 + r)
+    n_random: int = 30  # random acquisition draws per run
+    privacy_k: int = 10
+    embedding: str = "umap"  # "umap" (paper figures) | "pca" (fast)
+    weighting: str = "inverse_mse"  # coherent ensemble weights (paper); reference "softmax_inverse_mse"
+    reject_fraction: float = 0.05  # coherent rejection (paper 0.05, reference 0.10)
+    solver: str = "ddpm"  # "ddpm" (paper) | "ddim" | "dpm"
+    solver_steps: int | None = None
+    steps: tuple = STEPS
+    n_jobs: int = -1
+    blas_threads: int | None = 1  # small matrices: one BLAS thread avoids oversubscription (None: leave)
+
+    @classmethod
+    def preset(cls, name: str = "paper", **overrides) -> "EvalConfig":
+        """``paper`` (defaults), ``reference`` (the authors' code: 100 trees, disagreement score,
+        zero ablation, softmax weights, 10% rejection) or ``quick`` (2 CPU cores in minutes: 3
+        replicates and runs, 30 trees, small survival forests on 30-day time bins, PCA figures
+        only where UMAP is not needed)."""
+        if name == "paper":
+            base = {}
+        elif name == "reference":
+            base = dict(rf_trees=100, counterfactual_score="disagreement", counterfactual_ablation="zero",
+                        weighting="softmax_inverse_mse", reject_fraction=0.10)
+        elif name == "quick":
+            base = dict(replicates=3, runs=3, rf_trees=30, n_random=10, rsf_time_bin=30.0,
+                        rsf=dict(n_estimators=10, max_depth=6, max_features="sqrt", min_samples_split=10,
+                                 min_samples_leaf=10))
+        else:
+            raise CgjaxError(f"unknown preset {name!r}; choose paper, reference or quick")
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class EvalData:
+    """Standardised train and (complete) test modality dicts, labels, and what was done to get them."""
+
+    modalities: tuple
+    dims: dict
+    train: dict
+    test: dict
+    labels_train: dict
+    labels_test: dict
+    scalers: dict  # modality -> (mean f[D], std f[D])
+    test_ids: np.ndarray
+    notes: list
+
+
+LABELS = ("cancer_type", "stage", "os_time", "os_event")
+
+
+def prepare_data(cohort, scalers: Mapping, modalities: Sequence[str] | None = None, *, split_seed: int = 42) -> EvalData:
+    """Split (the cohort's own ``split`` column if complete, else ``split_cohort(seed=split_seed)``,
+    which is what :func:`cgjax.pipeline.train` does), standardise with the models' scalers, keep the
+    complete test rows. ``scalers``: modality -> (mean, std) or a :class:`cgjax.data.Scalers`."""
+    from cgjax.data import Scalers, fit_scalers, split_cohort
+
+    notes = []
+    modalities = tuple(modalities or cohort.modalities)
+    missing = [m for m in modalities if m not in cohort.data]
+    if missing:
+        raise CohortError(f"{cohort.source}: lacks modalities {missing} the models were trained on")
+    split = cohort.label("split")
+    if split is not None and pd.Series(split).notna().all() and set(split) <= {"train", "val", "test"}:
+        notes.append("Split: the cohort's own `split` column (the split the models were trained with).")
+    else:
+        cohort = split_cohort(cohort, seed=split_seed, force=True)
+        notes.append(f"Split: the cohort has no complete `split` column; re-split with `split_cohort(seed={split_seed})`, "
+                     "the default `pipeline.train` uses. If the models were trained with another split, test rows "
+                     "may have been seen in training.")
+    sc = {m: tuple(np.asarray(a, np.float64) for a in scalers[m]) for m in modalities}
+    train_c, test_c = cohort.split("train"), cohort.split("test")
+    if test_c.n_samples == 0:
+        raise CohortError(f"{cohort.source}: the test split is empty")
+    refit = fit_scalers(train_c)
+    drift = max(float(np.max(np.abs(refit[m][0] - sc[m][0]) / sc[m][1])) for m in modalities)
+    if drift > 1e-3:
+        notes.append(f"WARNING: the train split's feature means differ from the models' scalers by up to {drift:.3g} "
+                     "std: the models were probably trained on another split or cohort.")
+
+    def std(c):
+        return {m: np.where(c.masks[m][:, None], (c.data[m] - sc[m][0]) / sc[m][1], np.nan).astype(np.float32)
+                for m in modalities}
+
+    complete = np.all([test_c.masks[m] for m in modalities], axis=0)
+    if not complete.all():
+        notes.append(f"Test set: {int((~complete).sum())} incomplete test samples left out.")
+    test_c = test_c.subset(complete)
+    if test_c.n_samples < 2:
+        raise CohortError(f"{cohort.source}: fewer than 2 complete test samples")
+
+    def labels(c):
+        return {k: c.label(k) for k in LABELS if c.label(k) is not None}
+
+    return EvalData(modalities, {m: cohort.data[m].shape[1] for m in modalities}, std(train_c), std(test_c),
+                    labels(train_c), labels(test_c), sc, test_c.sample_ids, notes)
+
+
+def detect_synthetic(cohort):
+    """The :func:`cgjax.datasets.default_law` behind a synthetic cohort, or None: sample ids start
+    with ``SYN-``, modalities are the law's, every modality has the same width (the law's ``dim``)
+    and every cancer type is one of the law's."""
+    from cgjax.datasets import default_law
+    from cgjax.datasets.synthetic import CANCER_TYPES, MODALITIES
+
+    ids = np.asarray(cohort.sample_ids).astype(str)
+    dims = set(cohort.dims().values())
+    if not len(ids) or not all(i.startswith("SYN-") for i in ids):
+        return None
+    if tuple(cohort.modalities) != MODALITIES or len(dims) != 1:
+        return None
+    types = cohort.label("cancer_type")
+    if types is not None and not set(pd.Series(types).dropna().astype(str)) <= set(CANCER_TYPES):
+        return None
+    return default_law(dim=dims.pop())
+
+
+def model_samplers(ms, cfg: EvalConfig) -> dict:
+    from cgjax.evaluate.reconstruction import ModelSampler
+    from cgjax.sampling.coherent import RejectionConfig
+    from cgjax.sampling.solvers import SolverConfig
+
+    kw = dict(rejection=RejectionConfig(max_fraction=cfg.reject_fraction), weighting=cfg.weighting,
+              solver=SolverConfig(kind=cfg.solver, steps=cfg.solver_steps))
+    return {m: ModelSampler(ms, m, **kw) for m in cfg.methods}
+
+
+def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "auto", progress: bool = True) -> dict:
+    """Run the evaluation of model set ``ms`` on ``cohort``; write ``out``/report.md, metrics.json,
+    CSVs and figures. oracle: "auto" (detect the synthetic cohort), "synthetic" (require it),
+    "none". Returns the metrics dict written to metrics.json."""
+    cfg = cfg or EvalConfig()
+    law = None
+    if oracle in ("auto", "synthetic"):
+        law = detect_synthetic(cohort)
+        if law is None and oracle == "synthetic":
+            from cgjax.datasets import default_law
+
+            dims = set(cohort.dims().values())
+            if len(dims) != 1:
+                raise CgjaxError("--oracle synthetic: the cohort's modalities have different widths; it is not "
+                                 "drawn from the synthetic law")
+            law = default_law(dim=dims.pop())
+    elif oracle != "none":
+        raise CgjaxError(f"oracle must be auto, synthetic or none, got {oracle!r}")
+    from cgjax.data import Scalers
+
+    data = prepare_data(cohort, Scalers.from_dict(ms.scalers), ms.modalities)
+    if law is not None:
+        if tuple(law.modalities) != tuple(ms.modalities) or any(ms.dims[m] != law.dim for m in ms.modalities):
+            raise CgjaxError("the synthetic law's modalities do not match the models'")
+        data.notes.append("Oracle: the cohort is the synthetic cohort; its exact posterior (`default_law`) gives the "
+                          "`oracle_mean` and `oracle_sample` rows.")
+    n_models = sum(len(g.specs) for g in ms.groups.values())
+    header = [f"Models: {n_models} (hidden {ms.arch.hidden}, {ms.arch.n_layers} layers, T = {ms.schedule_cfg.timesteps}, "
+              f"{ms.train_cfg.epochs} epochs)."]
+    return run_evaluation(data, model_samplers(ms, cfg), out, cfg, law=law, progress=progress,
+                          header=header, source=str(cohort.source))
+
+
+def _clean(obj):
+    """JSON-safe: numpy scalars/arrays to Python, NaN to None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return None if not np.isfinite(v) else v
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _records(df: pd.DataFrame | None) -> list:
+    return [] if df is None or df.empty else _clean(df.to_dict("records"))
+
+
+def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | None = None, *, law=None,
+                   progress: bool = True, header: Sequence[str] = (), source: str = "") -> dict:
+    """Every step of ``cfg.steps`` on prepared data with the given samplers (name -> sampler; the
+    names single/multi/coherent are ours). With ``law`` (the synthetic law) the oracle samplers are
+    added. Writes out/report.md, out/metrics.json, out/*.csv, out/figures/*.png."""
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+    from tqdm.auto import tqdm
+
+    from cgjax.evaluate import counterfactual as cf_mod
+    from cgjax.evaluate import downstream as ds_mod
+    from cgjax.evaluate import figures, predictive, privacy, report
+    from cgjax.evaluate.reconstruction import BaselineSampler, OracleSampler, reconstruction_study
+
+    cfg = cfg or EvalConfig()
+    unknown = set(cfg.steps) - set(STEPS)
+    if unknown:
+        raise CgjaxError(f"unknown steps {sorted(unknown)}; choose from {STEPS}")
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    mods = list(data.modalities)
+    seconds, figs, res, notes = {}, {}, {}, list(data.notes)
+    oracle_s = oracle_m = None
+    if law is not None:
+        oracle_s = OracleSampler(law, data.scalers, mode="sample", type_prior=law.type_prior(complete_only=True))
+        oracle_m = OracleSampler(law, data.scalers, mode="mean", type_prior=law.type_prior(complete_only=True))
+    gen = {k: v for k, v in samplers.items() if k in ("multi", "coherent")} or {
+        k: v for k, v in samplers.items() if k != "single"}
+    gen_plus = {**gen, **({"oracle_sample": oracle_s} if oracle_s else {})}
+    cancer = data.labels_test.get("cancer_type")
+    steps = [s for s in STEPS if s in cfg.steps]
+    blas = threadpool_limits(cfg.blas_threads, user_api="blas") if cfg.blas_threads else nullcontext()
+    t_all = time.time()
+    with blas:
+        bar = tqdm(total=len(steps), desc="evaluate", disable=not progress)
+        full_samples = None
+        for step in steps:
+            bar.set_postfix_str(step)
+            t0 = time.time()
+            if step == "reconstruction" or (full_samples is None and step in NEEDS_FULL_SAMPLES):
+                only_full = step != "reconstruction" or cfg.given_sets == "full"
+                recon_samplers = dict(samplers)
+                if step == "reconstruction":
+                    recon_samplers.update({b: BaselineSampler(data.train, b, rows=cfg.baseline_rows)
+                                           for b in cfg.baselines})
+                    if law is not None:
+                        recon_samplers.update({"oracle_mean": oracle_m, "oracle_sample": oracle_s})
+                else:
+                    recon_samplers = gen_plus
+                given_sets = {t: [tuple(m for m in mods if m != t)] for t in mods} if only_full else None
+                rr = reconstruction_study(recon_samplers, data.test, modalities=mods, given_sets=given_sets,
+                                          replicates=cfg.replicates, seed=cfg.seed, oracle=oracle_s,
+                                          cancer_types=cancer, point_sets=cfg.baseline_sets, progress=progress)
+                full_samples = rr.samples
+                if step == "reconstruction":
+                    res["reconstruction"] = rr
+                    figs["reconstruction"] = figures.reconstruction_figure(rr.records, out / "figures" / "reconstruction.png")
+            if step == "manifold":
+                names = [m for m in gen_plus if all(m in full_samples.get(t, {}) for t in mods)]
+                real = np.concatenate([data.test[m] for m in mods], axis=1)
+                others = {n: np.concatenate([full_samples[t][n][0] for t in mods], axis=1) for n in names}
+                base, embs = figures.embed(real, others, cfg.embedding)
+                figs["manifold"] = figures.manifold_figure(base, embs, cancer if cancer is not None else
+                                                           np.full(len(real), "all"), out / "figures" / "manifold.png",
+                                                           method=cfg.embedding.upper())
+            elif step == "predictive":
+                generated = {t: {n: full_samples[t][n] for n in gen_plus if n in full_samples.get(t, {})} for t in mods}
+                df = predictive.predictive_signal(generated, data.train, data.test, data.labels_train, data.labels_test,
+                                                  n_estimators=cfg.rf_trees, seed=cfg.seed, n_jobs=cfg.n_jobs,
+                                                  progress=progress)
+                res["predictive"] = {"frame": df, "summary": predictive.predictive_summary(df),
+                                     "tests": predictive.predictive_tests(df)}
+                if not df.empty:
+                    figs["predictive"] = figures.predictive_figure(res["predictive"]["summary"],
+                                                                   out / "figures" / "predictive.png")
+            elif step == "downstream":
+                ds = ds_mod.downstream_study(gen_plus, data.train, data.test, data.labels_train, data.labels_test,
+                                             modalities=mods, runs=cfg.runs, seed=cfg.seed,
+                                             stage_rf=dict(n_estimators=cfg.rf_trees), rsf=cfg.rsf,
+                                             time_bin=cfg.rsf_time_bin, matrix_imputers=cfg.downstream_imputers,
+                                             n_jobs=cfg.n_jobs, progress=progress)
+                res["downstream"] = ds
+                if not ds.frame.empty:
+                    figs["downstream"] = figures.downstream_figure(ds.frame, out / "figures" / "downstream.png")
+            elif step == "counterfactual":
+                targets = [t for t in cfg.counterfactual_targets if t in mods]
+                cands = {t: {n: full_samples[t][n] for n in gen_plus if n in full_samples.get(t, {})} for t in targets}
+                cf = cf_mod.counterfactual_study(cands, data.train, data.test, data.labels_train, data.labels_test,
+                                                 modalities=mods, runs=cfg.runs, seed=cfg.counterfactual_seed,
+                                                 score=cfg.counterfactual_score, ablation=cfg.counterfactual_ablation,
+                                                 stage_metric=cfg.counterfactual_metric, n_random=cfg.n_random,
+                                                 stage_rf=dict(n_estimators=cfg.rf_trees), rsf=cfg.rsf,
+                                                 time_bin=cfg.rsf_time_bin, n_jobs=cfg.n_jobs, progress=progress)
+                res["counterfactual"] = cf
+                if not cf.curves.empty:
+                    figs["counterfactual"] = figures.acquisition_figure(cf.curves, out / "figures" / "counterfactual.png")
+            elif step == "privacy":
+                pv = privacy.privacy_study(gen_plus, data.train, data.test, modalities=mods, replicates=cfg.replicates,
+                                           k=cfg.privacy_k, seed=cfg.seed, progress=progress)
+                res["privacy"] = pv
+                complete_tr = np.all([~np.isnan(data.train[m]).all(axis=1) for m in mods], axis=0)
+                train_full = np.concatenate([data.train[m][complete_tr] for m in mods], axis=1)
+                gen_joint = {n: np.concatenate([pv.samples[n][m] for m in mods], axis=1) for n in pv.samples}
+                for emb in ("pca", "umap") if cfg.embedding == "umap" else ("pca",):
+                    base, embs = figures.embed(train_full, gen_joint, emb)
+                    figs[f"privacy_{emb}"] = figures.generated_vs_train_figure(
+                        base, embs, out / "figures" / f"privacy_{emb}.png", method=emb.upper())
+                dcr_raw = {m: {n: privacy.dcr_per_sample(pv.samples[n][m], data.train[m], data.test[m])
+                               for n in pv.samples} for m in mods}
+                figs["dcr"] = figures.dcr_figure(dcr_raw, out / "figures" / "dcr.png")
+            seconds[step] = round(time.time() - t0, 2)
+            bar.update(1)
+        bar.close()
+    seconds["total"] = round(time.time() - t_all, 2)
+    figs = {k: str(Path(v).relative_to(out)) for k, v in figs.items()}
+    metrics = _write_outputs(out, res, cfg, data, notes, seconds, figs, source)
+    head = [f"Cohort: `{source}`; {len(data.test_ids)} complete test samples, "
+            f"{len(next(iter(data.train.values())))} train samples; modalities {mods}."] + list(header) + [
+        f"Settings: {cfg.replicates} replicates, {cfg.runs} runs, {cfg.rf_trees} trees per forest, samplers "
+        f"{list(samplers)}, weighting {cfg.weighting}, rejection {cfg.reject_fraction}, counterfactual score "
+        f"{cfg.counterfactual_score}; ablation {cfg.counterfactual_ablation}.",
+        "Time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".", ""] + [
+        f"- {n}" for n in notes]
+    (out / "report.md").write_text(report.full_report(res, figures=figs, header=head))
+    return metrics
+
+
+def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes, seconds, figs, source) -> dict:
+    metrics: dict = {"config": cfg.to_dict(), "notes": notes, "seconds": seconds, "figures": figs, "cohort": source,
+                     "n_test": int(len(data.test_ids))}
+    rec = res.get("reconstruction")
+    if rec is not None:
+        pd.DataFrame([{k: ("+".join(v) if k == "given" else v) for k, v in r.items() if k != "r2_replicates"}
+                      for r in rec.records]).to_csv(out / "reconstruction.csv", index=False)
+        rec.replicates_frame().to_csv(out / "reconstruction_replicates.csv", index=False)
+        rec.per_cancer.to_csv(out / "reconstruction_per_cancer.csv", index=False)
+        rec.tests.to_csv(out / "reconstruction_tests.csv", index=False)
+        metrics["reconstruction"] = _clean(rec.records)
+        metrics["reconstruction_per_cancer"] = _records(rec.per_cancer)
+        metrics["reconstruction_tests"] = _records(rec.tests)
+    pred = res.get("predictive")
+    if pred is not None:
+        pred["frame"].to_csv(out / "predictive.csv", index=False)
+        pred["tests"].to_csv(out / "predictive_tests.csv", index=False)
+        metrics["predictive"] = _records(pred["summary"])
+        metrics["predictive_tests"] = _records(pred["tests"])
+    ds = res.get("downstream")
+    if ds is not None:
+        ds.frame.to_csv(out / "downstream.csv", index=False)
+        ds.summary.to_csv(out / "downstream_summary.csv", index=False)
+        ds.tests.to_csv(out / "downstream_tests.csv", index=False)
+        metrics["downstream"] = _records(ds.summary)
+        metrics["downstream_tests"] = _records(ds.tests)
+    cf = res.get("counterfactual")
+    if cf is not None:
+        cf.curves.to_csv(out / "counterfactual_curves.csv", index=False)
+        cf.auc.to_csv(out / "counterfactual_auc.csv", index=False)
+        cf.tests.to_csv(out / "counterfactual_tests.csv", index=False)
+        if not cf.auc.empty:
+            g = cf.auc.groupby(["task", "target", "method"], sort=False)["auc"]
+            metrics["counterfactual"] = _records(g.mean().to_frame("auc_mean").join(
+                g.std(ddof=0).to_frame("auc_std")).reset_index())
+        else:
+            metrics["counterfactual"] = []
+        metrics["counterfactual_tests"] = _records(cf.tests)
+    pv = res.get("privacy")
+    if pv is not None:
+        pv.frame.to_csv(out / "privacy.csv", index=False)
+        pv.dcr.to_csv(out / "privacy_dcr.csv", index=False)
+        metrics["privacy"] = _records(pv.table)
+        metrics["privacy_dcr"] = _records(pv.dcr)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
