@@ -164,7 +164,7 @@ def tests_markdown(tests: pd.DataFrame, keys: Sequence[str]) -> str:
 
 def predictive_markdown(summary: pd.DataFrame) -> str:
     if summary is None or summary.empty:
-        return "_not computed_"
+        return "_not computed (the cohort has no cancer type or stage labels)_"
     datas = list(dict.fromkeys(summary["data"]))
     rows = []
     for (task, mod), sub in summary.groupby(["task", "modality"], sort=False):
@@ -179,7 +179,7 @@ def table2_markdown(summary: pd.DataFrame, tests: pd.DataFrame | None = None) ->
     """The paper's Table 2: drop (ablation - full) and gain (method - ablation) per condition, with
     the corrected p-value of each gain vs ablation in brackets."""
     if summary is None or summary.empty:
-        return "_not computed_"
+        return "_not computed (the cohort has no stage or survival labels)_"
     out = []
     for task, sub in summary.groupby("task", sort=False):
         gains = [c[len("gain_"):-len("_mean")] for c in sub.columns if c.startswith("gain_") and c.endswith("_mean")
@@ -212,7 +212,7 @@ def table2_markdown(summary: pd.DataFrame, tests: pd.DataFrame | None = None) ->
 
 def counterfactual_markdown(auc: pd.DataFrame) -> str:
     if auc is None or auc.empty:
-        return "_not computed_"
+        return "_not computed (the cohort has no stage or survival labels)_"
     g = auc.groupby(["task", "target", "method"], sort=False)["auc"]
     df = g.mean().to_frame("mean").join(g.std(ddof=0).to_frame("std")).reset_index()
     methods = list(dict.fromkeys(df["method"]))

@@ -346,7 +346,7 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
     seconds["total"] = round(time.time() - t_all, 2)
     figs = {k: str(Path(v).relative_to(out)) for k, v in figs.items()}
     metrics = _write_outputs(out, res, cfg, data, notes, seconds, figs, source)
-    head = [f"Cohort: `{source}`; {len(data.test_ids)} complete test samples, "
+    head = [f"Cohort: {f'`{source}`' if source else '(in memory)'}; {len(data.test_ids)} complete test samples, "
             f"{len(next(iter(data.train.values())))} train samples; modalities {mods}."] + list(header) + [
         f"Settings: {cfg.replicates} replicates, {cfg.runs} runs, {cfg.rf_trees} trees per forest, samplers "
         f"{list(samplers)}, weighting {cfg.weighting}, rejection {cfg.reject_fraction}, counterfactual score "
