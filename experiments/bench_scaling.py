@@ -127,6 +127,7 @@ def memory_worker(rows: int, max_batch: int) -> dict:
     rng = np.random.default_rng(1)
     data = {m: rng.normal(size=(rows, 8)) for m in ("cna", "rnaseq", "rppa")}
     data["wsi"] = np.full((rows, 8), np.nan)
+    data["wsi"][0] = 0.0  # one sample has it (a cohort needs one); every other sample is imputed
     cohort = from_arrays([f"s{i}" for i in range(rows)], data)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory() as d:
