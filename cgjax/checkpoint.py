@@ -36,9 +36,16 @@ META_FILE = "cgjax_checkpoint.json"
 
 
 def _checkpointer():
+    """An Orbax checkpointer for this process alone. Under ``jax.distributed`` Orbax would otherwise
+    synchronise every process on each save and restore; cgjax instead saves host copies from
+    process 0 only (:func:`save`) and lets every process restore on its own."""
     import orbax.checkpoint as ocp
 
-    return ocp.PyTreeCheckpointer()
+    if jax.process_count() == 1:
+        return ocp.PyTreeCheckpointer()
+    me = jax.process_index()
+    mp = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=mp), multiprocessing_options=mp)
 
 
 def _model_tree(ms: ModelSet) -> dict:
@@ -82,17 +89,30 @@ def _meta(ms: ModelSet, run: TrainingRun | None) -> dict:
 
 
 def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
-    """Write ``ms`` (and, for resuming, the live state of ``run``) atomically to ``path``."""
+    """Write ``ms`` (and, for resuming, the live state of ``run``) atomically to ``path``.
+
+    With several processes (``jax.distributed``) every process must call it: the (replicated)
+    weights are copied to the host, process 0 alone writes, and all return once the checkpoint is
+    in place."""
+    from cgjax.distributed import is_primary, sync
+
     path = Path(path).absolute()  # Orbax accepts absolute paths only
-    with atomic_directory(path) as tmp:
-        ck = _checkpointer()
-        ck.save(tmp / "models", _model_tree(ms))
-        if run is not None:
-            ck.save(tmp / "resume", {name: {"params": s.params, "batch_stats": s.batch_stats,
-                                            "opt_state": s.opt_state, "step": s.step, "ema": s.ema}
-                                     for name, s in run.states.items()})
-        # written last: its presence means the rest is there
-        write_json_synced(tmp / META_FILE, _meta(ms, run), indent=1, default=float)
+    models = _model_tree(ms)
+    resume = None if run is None else {name: {"params": s.params, "batch_stats": s.batch_stats,
+                                              "opt_state": s.opt_state, "step": s.step, "ema": s.ema}
+                                       for name, s in run.states.items()}
+    # host copies: the checkpoint holds no device layout, so weights trained on a mesh (or several
+    # processes, where only replicated values are readable) restore on any machine
+    models, resume = jax.tree.map(np.asarray, (models, resume))
+    if is_primary():
+        with atomic_directory(path) as tmp:
+            ck = _checkpointer()
+            ck.save(tmp / "models", models)
+            if resume is not None:
+                ck.save(tmp / "resume", resume)
+            # written last: its presence means the rest is there
+            write_json_synced(tmp / META_FILE, _meta(ms, run), indent=1, default=float)
+    sync(f"cgjax-checkpoint-{path}")
     return path
 
 
@@ -132,10 +152,14 @@ def _abstract_state(groups: dict[str, Group], tcfg: TrainConfig):
 
 
 def _restore(path: Path, target):
+    """Restore as host arrays, whatever devices the checkpoint was written from."""
+    import orbax.checkpoint as ocp
+
     path = Path(path).absolute()  # Orbax accepts absolute paths only
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tree = _checkpointer().restore(path, item=target)
+        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        tree = _checkpointer().restore(path, item=target, restore_args=args)
     return jax.tree.map(np.asarray, tree)
 
 

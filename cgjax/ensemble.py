@@ -175,7 +175,8 @@ def validate_group(group: Group, schedule_cfg: ScheduleConfig, val: GroupData, r
     """Sample every model's validation rows ``replicates`` times (all conditions present, as the
     reference validates, REFERENCE 3.2) and score the samples. Returns dict of f64[M] arrays:
     mse (mean squared error over replicates, rows and features; the reference's selection score),
-    energy (mean energy score per row over the replicates), r2 (pooled R2 of the samples)."""
+    energy (mean energy score per row over the replicates; only with replicates >= 2), r2 (pooled R2
+    of the samples)."""
     from cgjax.evaluate.metrics import energy_score
 
     M, N = val.x0.shape[:2]
@@ -186,11 +187,12 @@ def validate_group(group: Group, schedule_cfg: ScheduleConfig, val: GroupData, r
                                                               conds, masks, row_ids))
     x = x.reshape(M, replicates, N, -1)
     truth = np.asarray(val.x0)
-    out = {"mse": [], "energy": [], "r2": []}
+    out = {"mse": [], "energy": [], "r2": []} if replicates >= 2 else {"mse": [], "r2": []}
     for m in range(M):
         err = (x[m] - truth[m][None]) ** 2
         out["mse"].append(float(err.mean()))
-        out["energy"].append(float(energy_score(x[m].astype(np.float64), truth[m].astype(np.float64)).mean()))
+        if "energy" in out:
+            out["energy"].append(float(energy_score(x[m].astype(np.float64), truth[m].astype(np.float64)).mean()))
         ss_tot = float(((truth[m] - truth[m].mean()) ** 2).sum())
         out["r2"].append(float(1.0 - err.sum(axis=(1, 2)).mean() / ss_tot))
     return {k: np.asarray(v) for k, v in out.items()}

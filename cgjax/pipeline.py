@@ -28,10 +28,13 @@ def split_and_scale(cohort: Cohort, *, split_seed: int = 42) -> tuple[Cohort, Co
     """Split (unless the cohort fixes its own split), fit scalers on train, and return the scaled
     train and validation cohorts with the scalers."""
     cohort = split_cohort(cohort, seed=split_seed)
+    counts = cohort.clinical["split"].value_counts()
+    for name, hint in (("train", ""), ("val", " (it is drawn from complete samples only; the cohort needs more "
+                                              "samples that have every modality)")):
+        if counts.get(name, 0) == 0:
+            raise CohortError(f"{cohort.source}: the {'validation' if name == 'val' else 'training'} split is "
+                              f"empty{hint}")
     train, val = cohort.split("train"), cohort.split("val")
-    if val.n_samples == 0:
-        raise CohortError(f"{cohort.source}: the validation split is empty (it is drawn from complete samples "
-                          "only; the cohort needs more samples that have every modality)")
     scalers = fit_scalers(train)
     return apply_scalers(train, scalers), apply_scalers(val, scalers), scalers
 

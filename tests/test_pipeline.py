@@ -216,6 +216,29 @@ def test_cli_errors_are_one_line(tmp_path, capsys, trained):
     assert cli(["impute", str(ck), str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "rnaseq" in err[0] and "1 features" in err[0]
+    good = tmp_path / "cohort"
+    write_cohort(synthetic_tcga(n_samples=60, seed=1, dim=6), good)
     cfg = tmp_path / "c.json"
-    cfg.write_text('{"arch": {"hidden": 8}, "oops": {}}')
-    assert cli(["train", str(tmp_path), "--out", str(tmp_path / "x"), "--config", str(cfg)]) == 2
+    for text, needle in [('{"arch": {"hidden": 8}, "oops": {}}', "unknown config section"),
+                         ('{"schedule": {"timesteps": 20}}', "too few timesteps (20)"),
+                         ('{"train": {"val_replicates": 0}}', "val_replicates must be >= 1"),
+                         ('{"train": {"select_by": "energy", "val_replicates": 1}}', "needs val_replicates >= 2"),
+                         ('{"arch": {"hidden": 8', "cannot parse config")]:
+        cfg.write_text(text)
+        assert cli(["train", str(good), "--out", str(tmp_path / "x"), "--config", str(cfg), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], (text, err)
+    # too few complete samples for the paper's split: the cause, not a downstream symptom
+    assert cli(["train", str(good), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "validation split is empty" in err[0], err
+    assert not (tmp_path / "x").exists()  # nothing trained, nothing written
+
+
+def test_one_validation_replicate_trains_without_the_energy_score(cohort, tmp_path):
+    import dataclasses
+
+    tcfg = dataclasses.replace(TRAIN, epochs=2, val_replicates=1)
+    ms = pipeline.train(cohort, tmp_path / "m", arch=ARCH, schedule_cfg=SCHED, train_cfg=tcfg, progress=False)
+    rec = next(iter(ms.val_metrics.values()))
+    assert np.isfinite(rec["mse"]) and "energy" not in rec

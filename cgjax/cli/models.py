@@ -96,10 +96,10 @@ def cmd_train(args) -> int:
     from cgjax import distributed
 
     several = distributed.initialize(args.distributed)  # first: before any computation
-    cohort = read_cohort(args.cohort)
-    arch, sched, train = _configs(load_config(args.config), args.epochs, args.timesteps)
+    arch, sched, train = _configs(load_config(args.config), args.epochs, args.timesteps)  # cheap checks first
     if args.seed is not None:
         train = dataclasses.replace(train, seed=args.seed)
+    cohort = read_cohort(args.cohort)
     with distributed.data_parallel() if (args.distributed or several) else contextlib.nullcontext():
         ms = pipeline.train(cohort, args.out, arch=arch, schedule_cfg=sched, train_cfg=train,
                             resume=not args.no_resume, progress=not args.quiet and distributed.is_primary())

@@ -31,6 +31,10 @@ class ScheduleConfig:
             raise ValueError(f"timesteps must be >= 1, got {self.timesteps}")
         if not 0.0 < self.beta_start <= self.beta_end < 1.0:  # as given for T = 1000
             raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        top = self.beta_end * (1000.0 / self.timesteps if self.scale_to_timesteps and self.timesteps > 1 else 1.0)
+        if top >= 1.0:
+            raise ValueError(f"beta_end * 1000 / T = {top:.3g} >= 1: too few timesteps ({self.timesteps}) "
+                             "for this schedule; use more steps or scale_to_timesteps=False")
 
 
 class Schedule(NamedTuple):
@@ -54,9 +58,6 @@ def make_schedule(cfg: ScheduleConfig = ScheduleConfig()) -> Schedule:
         betas = np.array([cfg.beta_start], dtype=np.float64)
     else:
         betas = np.linspace(cfg.beta_start * scale, cfg.beta_end * scale, cfg.timesteps, dtype=np.float64)
-    if betas.max() >= 1.0:
-        raise ValueError(f"beta_end * 1000 / T = {betas.max():.3g} >= 1: too few timesteps ({cfg.timesteps}) "
-                         "for this schedule; use more steps or scale_to_timesteps=False")
     alphas = 1.0 - betas
     alpha_bars = np.cumprod(alphas)
     return Schedule(*(jnp.asarray(a, dtype=jnp.float32) for a in (betas, alphas, alpha_bars)))

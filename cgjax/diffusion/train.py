@@ -54,6 +54,10 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.select_by not in ("mse", "energy"):
             raise ValueError(f"select_by must be 'mse' or 'energy', got {self.select_by!r}")
+        if self.val_replicates < 1:
+            raise ValueError(f"val_replicates must be >= 1, got {self.val_replicates}")
+        if self.select_by == "energy" and self.val_replicates < 2:
+            raise ValueError("select_by='energy' needs val_replicates >= 2 (the energy score compares samples)")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2 (BatchNorm needs a batch)")
 
