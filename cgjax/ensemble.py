@@ -315,6 +315,12 @@ def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray
     from cgjax import distributed
 
     group, members, conds, masks, weights, N = _target_inputs(ms, target, given, method, weighting, unconditional)
+    used = np.flatnonzero(weights.any(axis=0))
+    if len(used) < len(members):
+        # a member no row uses (weight 0 everywhere: "single", or a condition absent from the whole
+        # batch) would cost a forward pass per step and change nothing (its pairs have weight 0)
+        members = [members[i] for i in used]
+        conds, masks, weights = conds[:, used], masks[:, used], weights[:, used]
     R = int(replicates)
     total = R * N
     lo, hi = (0, total) if flat_range is None else (int(flat_range[0]), int(flat_range[1]))

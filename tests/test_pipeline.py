@@ -88,17 +88,28 @@ def test_replicates_are_independent_and_chunks_match_the_whole_batch(trained, co
     np.testing.assert_allclose(np.concatenate([p.x for p in parts], axis=1), whole.x, rtol=1e-4, atol=1e-4)
 
 
-def test_per_row_subsets_in_one_call(trained, cohort):
-    """Rows with different modalities in one batch equal each subset run on its own."""
+def test_per_row_subsets_in_one_call(trained, cohort, monkeypatch):
+    """Rows with different modalities in one batch equal each subset run on its own. Members no row
+    uses are not evaluated at all (the single-condition group has 3 per target)."""
+    from cgjax import distributed
+
+    evaluated = []
+    real = distributed.sample_sharded
+    monkeypatch.setattr(distributed, "sample_sharded",
+                        lambda sampler, mesh, params, *a, **k: evaluated.append(len(a[2][0])) or real(sampler, mesh, params, *a, **k))
     ms, _ = trained
     test = pipeline.scaled_inputs(ms, cohort.split("test"))
     n = len(test["cna"])
     cna, wsi = test["cna"].copy(), test["wsi"].copy()
     cna[: n // 2] = np.nan  # first half: wsi only; second half: both
-    for method in ("coherent", "multi"):
+    # single: one model per row, the best available: cna's or wsi's for the mixed rows
+    best_of_both = 1 + (ms.val_score("rnaseq_from_cna") < ms.val_score("rnaseq_from_wsi"))
+    for method, members in (("coherent", (2, 1)), ("multi", (1, 1)), ("single", (best_of_both, 1))):
+        evaluated.clear()
         mixed = sample_target(ms, "rnaseq", {"cna": cna, "wsi": wsi}, method=method, seed=2)
         only = sample_target(ms, "rnaseq", {"wsi": wsi[: n // 2]}, method=method, seed=2, n_total=n)
         np.testing.assert_allclose(mixed.x[:, : n // 2], only.x, rtol=1e-4, atol=1e-4)
+        assert tuple(evaluated) == members, (method, evaluated)  # rppa's model never runs
 
 
 def test_rows_without_conditions_are_refused_unless_unconditional(trained):
