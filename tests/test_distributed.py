@@ -203,6 +203,8 @@ def _cancelled_by_batchnorm(path: str, n_layers: int) -> bool:
 
 
 def test_data_parallel_training_matches_one_device(report):
+    if report["devices"] < 2:  # CGJAX_TEST_REAL_DEVICES=1 on a one-GPU machine
+        pytest.skip("a single device: nothing to all-reduce")
     assert report["allreduce_in_step"]
     for name, d in report["training"].items():
         assert d["steps"] == 6 and d["loss_max_abs"] < 1e-5, (name, d["loss_max_abs"])
