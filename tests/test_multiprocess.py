@@ -38,12 +38,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_processes(args: list[str], n_proc: int, devices_per_proc: int, cwd: Path, timeout: int = 400) -> list[str]:
-    """Run ``cgjax ARGS`` as ``n_proc`` processes of one jax.distributed job; return their outputs."""
+def run_processes(args: list[str], n_proc: int, devices_per_proc: int, cwd: Path, timeout: int = 400,
+                  python_args: list[str] = ("-m", "cgjax")) -> list[str]:
+    """Run ``python -m cgjax ARGS`` as ``n_proc`` processes of one jax.distributed job; return their outputs."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", CGJAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
                CGJAX_NUM_PROCESSES=str(n_proc), PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_per_proc}"
-    procs = [subprocess.Popen([sys.executable, "-m", "cgjax", *args], cwd=cwd, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, *python_args, *args], cwd=cwd, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=dict(env, CGJAX_PROCESS_ID=str(i)))
              for i in range(n_proc)]
     try:
@@ -56,9 +57,35 @@ def run_processes(args: list[str], n_proc: int, devices_per_proc: int, cwd: Path
     return outs
 
 
+PREFLIGHT = """
+import os, jax, numpy as np
+jax.distributed.initialize(os.environ["CGJAX_COORDINATOR_ADDRESS"], int(os.environ["CGJAX_NUM_PROCESSES"]),
+                           int(os.environ["CGJAX_PROCESS_ID"]))
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+mesh = Mesh(np.array(jax.devices()), ("b",))
+x = jax.device_put(np.arange(4.0), NamedSharding(mesh, P("b")))
+print("SUM", float(jax.jit(lambda a: a.sum(), out_shardings=NamedSharding(mesh, P()))(x)))
+"""
+
+
+def _multiprocess_jax_works(tmp) -> str | None:
+    """Whether this machine can run a two-process jax.distributed job at all (loopback TCP, gloo):
+    None if so, else why not. Independent of cgjax: a failure here is the environment's, and skips."""
+    script = tmp / "preflight.py"
+    script.write_text(PREFLIGHT)
+    try:
+        outs = run_processes([], n_proc=2, devices_per_proc=2, cwd=tmp, timeout=120, python_args=[str(script)])
+    except (AssertionError, subprocess.TimeoutExpired) as e:
+        return f"two jax.distributed processes cannot run here: {str(e).strip().splitlines()[-1][:200]}"
+    return None if all("SUM 6.0" in o for o in outs) else "two jax.distributed processes gave a wrong sum"
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
+    why = _multiprocess_jax_works(tmp_path_factory.mktemp("preflight"))
     d = tmp_path_factory.mktemp("multiprocess")
+    if why:
+        pytest.skip(why)
     write_cohort(synthetic_tcga(n_samples=400, seed=3, dim=4), d / "cohort")
     (d / "tiny.json").write_text(json.dumps(TINY))
     train = ["train", "cohort", "--config", "tiny.json", "--distributed", "--quiet"]
