@@ -127,6 +127,32 @@ def test_prepare_writes_a_cohort_of_latents_with_its_split_and_embedding(prepare
                                rtol=1e-5, atol=1e-5)
 
 
+def test_saved_preparation_reencodes_the_raw_samples_exactly(prepared_dir, raw_dir):
+    """Every transform and imputer kind of the Xena layout (RNA gene filter + KNN, CNA deletion +
+    median imputer, RPPA per-protein medians + KNN), saved and reloaded, then applied to the raw
+    samples of one cancer type as if they were new patients: the prepared cohort's latents."""
+    from cgjax.data.prepare import apply_prepared
+    from cgjax.data.preprocess import load_preprocess
+    from cgjax.data.xena import RawCohort
+
+    fitted = load_preprocess(prepared_dir / "preprocess")
+    assert {m: (f.transform, f.imputer.kind) for m, f in fitted.items()} == {
+        "rnaseq": ("rna_log2_counts", "knn"), "cna": ("cna_absolute", "median"), "rppa": ("rppa", "knn")}
+    assert len(fitted["rnaseq"].genes) == 35 and fitted["rppa"].rppa_medians.notna().all()
+    raw = read_xena(raw_dir)
+    some = [s for s in raw.clinical.index if raw.clinical.loc[s, "cancer_type"] == "BBB"]
+    new = RawCohort({m: df.loc[df.index.intersection(some)] for m, df in raw.modalities.items()},
+                    raw.clinical.loc[some], raw.original_ids, "new patients")
+    got = apply_prepared(new, prepared_dir)
+    ref = read_cohort(prepared_dir)
+    at = pd.Index(ref.sample_ids).get_indexer(got.sample_ids)
+    assert got.n_samples == N and (at >= 0).all()
+    for m in ref.modalities:
+        np.testing.assert_array_equal(got.masks[m], ref.masks[m][at])
+        rows = got.masks[m]
+        np.testing.assert_allclose(got.data[m][rows], ref.data[m][at][rows], rtol=1e-5, atol=1e-5, err_msg=m)
+
+
 def test_nothing_is_fitted_on_test_rows(raw_dir):
     """Changing the test samples' raw values changes their latents and nothing else."""
     raw = read_xena(raw_dir)
@@ -238,7 +264,7 @@ def test_train_and_impute_with_decode(prepared_dir, trained, tmp_path, capsys):
 
 
 # ---- plain matrices ---------------------------------------------------------------------------
-def test_prepare_matrices_from_the_command_line(tmp_path):
+def test_prepare_matrices_from_the_command_line(tmp_path, capsys):
     rng = np.random.default_rng(1)
     d = tmp_path / "mats"
     d.mkdir()
@@ -264,6 +290,32 @@ def test_prepare_matrices_from_the_command_line(tmp_path):
     assert c.masks["prot"].sum() == 50 and set(c.clinical["split"]) == {"train", "val", "test"}
     emb = load_embedding(out / "embedding")
     assert emb["rna"].info["transform"] == "rna_counts" and emb["prot"].info["transform"] == "none"
+
+    # new patients through the saved preparation: patients the cohort already had get its latents
+    # back exactly (nothing refitted); a feature missing from the new tables is imputed
+    new = tmp_path / "new"
+    new.mkdir()
+    pick = ids[3:9] + ids[40:44]
+    expr.loc[pick].to_csv(new / "rna.tsv", sep="\t")
+    prot.loc[[i for i in pick if i in prot.index]].to_csv(new / "prot.csv")
+    assert cli(["prepare", "apply", str(out), str(new), "--out", str(tmp_path / "new_cohort")]) == 0
+    n = read_cohort(tmp_path / "new_cohort")
+    assert list(n.sample_ids) == sorted(pick) and "split" not in n.clinical
+    at = pd.Index(c.sample_ids).get_indexer(n.sample_ids)
+    for m in ("rna", "prot"):
+        np.testing.assert_array_equal(n.masks[m], c.masks[m][at])
+        np.testing.assert_allclose(n.data[m][n.masks[m]], c.data[m][at][n.masks[m]], rtol=1e-5, atol=1e-5)
+    expr.loc[pick].drop(columns=["g4"]).to_csv(new / "rna.tsv", sep="\t")
+    assert cli(["prepare", "apply", str(out), str(new), "--out", str(tmp_path / "new2")]) == 0
+    assert np.isfinite(read_cohort(tmp_path / "new2").data["rna"]).all()
+    # one-line errors: a modality the preparation never saw; a directory that is no preparation
+    capsys.readouterr()
+    (new / "cnv.csv").write_text("id,f1\np003,1\n")
+    for prepared, needle in ((out, "modality 'cnv' is not one the preparation"), (d, "not a cohort written by")):
+        assert cli(["prepare", "apply", str(prepared), str(new), "--out", str(tmp_path / "new3")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "new3").exists()
 
 
 @pytest.mark.parametrize("files, message", [

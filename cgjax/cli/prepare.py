@@ -1,4 +1,4 @@
-"""``cgjax prepare xena|matrices``: raw tables -> a cohort of latents for ``cgjax train`` (+ its embedding)."""
+"""``cgjax prepare xena|matrices|apply``: raw tables -> a cohort of latents for ``cgjax train`` (+ its embedding)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,18 @@ def _common(p: argparse.ArgumentParser, transform_help: str) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def cmd_apply(args) -> int:
+    from cgjax.data import write_cohort
+    from cgjax.data.prepare import apply_prepared, read_matrices
+
+    cohort = apply_prepared(read_matrices(args.directory), args.prepared)
+    write_cohort(cohort, args.out, overwrite=args.overwrite)
+    print(f"{cohort.n_samples} new samples, modalities {list(cohort.modalities)}: latents in {args.out} "
+          f"(impute them with 'cgjax impute CKPT {args.out} --out DIR --decode --embedding "
+          f"{Path(args.prepared) / 'embedding'}')")
+    return 0
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("prepare", help="raw data -> cohort of latents + encoders (xena | matrices)",
                                    description=__doc__.splitlines()[0])
@@ -118,3 +130,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("directory", help="directory of <modality>.csv tables (+ optional clinical.csv)")
     _common(p, "transform of a modality: rna_log2_counts, rna_counts, cna_absolute, rppa or none (default none)")
     p.set_defaults(func=cmd_matrices)
+
+    p = sub.add_parser("apply", help="new patients' raw tables through a saved preparation (nothing refitted)",
+                       description="Put new samples' <modality>.csv|.tsv|.parquet tables through the "
+                                   "preprocessing and encoders saved in a prepared cohort directory, and write "
+                                   "their latents as a cohort that 'cgjax impute' reads.")
+    p.add_argument("prepared", help="a cohort directory written by 'cgjax prepare xena|matrices'")
+    p.add_argument("directory", help="directory of the new samples' <modality>.csv tables (+ optional clinical.csv)")
+    p.add_argument("--out", required=True, help="cohort directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing cohort at --out")
+    p.set_defaults(func=cmd_apply)

@@ -19,6 +19,8 @@ validation or test rows:
       <modality>.csv     latents (sample_id, z0..z{d-1}; WSI pc1..pc{d})
       clinical.csv       cancer_type, stage, os_time, os_event and the split used here
       embedding/         the fitted encoders/decoders (cgjax.data.embedding), for --decode
+      preprocess/        the fitted preprocessing (cgjax.data.preprocess.save_preprocess), so that
+                         new raw patients get exactly the same steps (:func:`apply_prepared`)
       features/          (optional) the preprocessed feature tables, itself a cohort directory
 
 The latents are not standardised here: ``cgjax train`` fits its standard scalers on the training
@@ -40,18 +42,20 @@ import pandas as pd
 
 from cgjax.data.cohort import SPLITS, Cohort, from_arrays, normalise_clinical
 from cgjax.data.embedding import (EMBEDDING_DIR, META_FILE, Embedding, EmbeddingOptions, fit_embedding,
-                                  save_embedding)
+                                  load_embedding, save_embedding)
 from cgjax.data.io import write_cohort
-from cgjax.data.preprocess import PreprocessOptions, group_stage, preprocess_modalities
+from cgjax.data.preprocess import (PreprocessOptions, apply_preprocess, group_stage, load_preprocess,
+                                   preprocess_modalities, save_preprocess)
 from cgjax.data.split import PAPER_FRACTIONS, split_cohort
 from cgjax.data.xena import NA_TOKENS, RawCohort
 from cgjax._atomic import atomic_directory
 from cgjax.errors import CgjaxError, CohortError
 
 __all__ = ["PrepareOptions", "PreparedCohort", "assign_split", "prepare", "write_prepared", "read_matrices",
-           "prepare_xena", "prepare_matrices", "summary", "FEATURES_DIR", "MATRIX_SUFFIXES"]
+           "prepare_xena", "prepare_matrices", "apply_prepared", "summary", "FEATURES_DIR", "MATRIX_SUFFIXES"]
 
 FEATURES_DIR = "features"
+PREPROCESS_DIR = "preprocess"
 MATRIX_SUFFIXES = (".csv", ".tsv", ".parquet", ".csv.gz", ".tsv.gz", ".csv.xz", ".tsv.xz")
 
 
@@ -80,12 +84,14 @@ class PreparedCohort:
       embedding: the fitted :class:`cgjax.data.embedding.Embedding` (``info`` records the run).
       features: modality -> preprocessed samples x features DataFrame (every sample that has it).
       split: sample id -> train / val / test.
+      preprocess: modality -> fitted :class:`cgjax.data.preprocess.FittedModality`.
     """
 
     cohort: Cohort
     embedding: Embedding
     features: dict
     split: pd.Series
+    preprocess: dict | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,8 +167,8 @@ def prepare(raw: RawCohort, options: PrepareOptions | None = None, *, progress: 
         counts = split.value_counts()
         print(f"{raw.source}: {len(split)} samples, modalities {list(raw.modalities)}; split "
               + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in SPLITS), flush=True)
-    features = {m: df.rename(columns=str) for m, df in
-                preprocess_modalities(raw.modalities, split, opt.preprocess).items()}
+    features, fitted = preprocess_modalities(raw.modalities, split, opt.preprocess, return_fitted=True)
+    features = {m: df.rename(columns=str) for m, df in features.items()}
     for m, df in features.items():
         if progress:
             print(f"  {m}: {raw.modalities[m].shape[1]} raw features -> {df.shape[1]} after preprocessing "
@@ -173,17 +179,9 @@ def prepare(raw: RawCohort, options: PrepareOptions | None = None, *, progress: 
     embedding = fit_embedding(train, val, opt.embedding, progress=progress)
 
     ids = stub.sample_ids
-    pos = pd.Index(ids)
-    data, masks, names = {}, {}, {}
+    data, masks, names = _encode(ids, features, embedding)
     for m, df in features.items():
         e = embedding[m]
-        z = embedding.encode_frame(m, df)
-        x = np.full((len(ids), e.latent_dim), np.nan, np.float32)
-        at = pos.get_indexer(z.index)
-        x[at] = z.to_numpy(np.float32)
-        mask = np.zeros(len(ids), bool)
-        mask[at] = True
-        data[m], masks[m], names[m] = x, mask, e.latent_names
         e.info.update(raw_features=int(raw.modalities[m].shape[1]), features=int(df.shape[1]),
                       transform=opt.preprocess.transform_of(m), imputer=opt.preprocess.imputer_of(m),
                       n_samples=int(len(df)), n_test=int((part[m] == "test").sum()))
@@ -201,7 +199,53 @@ def prepare(raw: RawCohort, options: PrepareOptions | None = None, *, progress: 
         "fractions": [float(f) for f in opt.fractions],
         "preprocess": _options_dict(opt.preprocess), "embedding": _options_dict(opt.embedding),
     }
-    return PreparedCohort(cohort, embedding, features, split)
+    return PreparedCohort(cohort, embedding, features, split, fitted)
+
+
+def _encode(ids, features: Mapping[str, pd.DataFrame], embedding: Embedding):
+    """Latents of every modality as ``f32[N, d]`` arrays in the order of ``ids`` (NaN rows where a
+    sample lacks it), with presence masks and latent names."""
+    pos = pd.Index(ids)
+    data, masks, names = {}, {}, {}
+    for m, df in features.items():
+        e = embedding[m]
+        z = embedding.encode_frame(m, df)
+        x = np.full((len(ids), e.latent_dim), np.nan, np.float32)
+        at = pos.get_indexer(z.index)
+        x[at] = z.to_numpy(np.float32)
+        mask = np.zeros(len(ids), bool)
+        mask[at] = True
+        data[m], masks[m], names[m] = x, mask, e.latent_names
+    return data, masks, names
+
+
+def apply_prepared(raw: RawCohort, prepared_dir) -> Cohort:
+    """New raw patients -> a cohort of latents, through a preparation saved by :func:`write_prepared`.
+
+    Nothing is fitted: each modality goes through the saved transform, feature selection and
+    imputer, then the saved encoder, exactly as the prepared cohort's own samples did (a sample
+    prepared with the cohort gets the same latents here). Features the preparation kept but the
+    new tables lack are treated as missing cells and imputed. The result has no split: impute it
+    with ``cgjax impute CKPT NEW_COHORT`` (models trained on the prepared cohort).
+    """
+    d = Path(prepared_dir)
+    if not (d / EMBEDDING_DIR / META_FILE).exists():
+        raise CgjaxError(f"{d}: not a cohort written by 'cgjax prepare' (no {EMBEDDING_DIR}/{META_FILE})")
+    if not (d / PREPROCESS_DIR).is_dir():
+        raise CgjaxError(f"{d}: holds no saved preprocessing ({PREPROCESS_DIR}/; prepared by an older cgjax): "
+                         "prepare the training cohort again")
+    fitted = load_preprocess(d / PREPROCESS_DIR)
+    unknown = [m for m in raw.modalities if m not in fitted]
+    if unknown:
+        raise CohortError(f"{raw.source}: modality '{unknown[0]}' is not one the preparation in {d} knows "
+                          f"({list(fitted)})")
+    embedding = load_embedding(d / EMBEDDING_DIR)
+    stub = _presence_cohort(raw)
+    features = apply_preprocess({m: fitted[m] for m in raw.modalities}, raw.modalities)
+    features = {m: df.rename(columns=str) for m, df in features.items()}
+    data, masks, names = _encode(stub.sample_ids, features, embedding)
+    return from_arrays(stub.sample_ids, data, masks=masks, clinical=stub.clinical, feature_names=names,
+                       source=raw.source)
 
 
 def _options_dict(o) -> dict:
@@ -269,6 +313,8 @@ def write_prepared(prepared: PreparedCohort, out, *, overwrite: bool = False, wr
     with atomic_directory(out) as tmp:
         write_cohort(dataclasses.replace(prepared.cohort, source=str(out)), tmp, format=format, overwrite=True)
         save_embedding(prepared.embedding, tmp / EMBEDDING_DIR)
+        if prepared.preprocess is not None:
+            save_preprocess(prepared.preprocess, tmp / PREPROCESS_DIR)
         if write_features:
             write_cohort(_feature_cohort(prepared), tmp / FEATURES_DIR, format="parquet")
     return out

@@ -36,7 +36,9 @@ Deviations from the reference (see docs/real_data.md):
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -409,8 +411,68 @@ def apply_preprocess(fitted: Mapping[str, FittedModality],
     return {name: apply_modality(fitted[name], _present_rows(name, df)) for name, df in raw.items()}
 
 
+PREPROCESS_FILE = "preprocess.json"
+PREPROCESS_VERSION = 1
+
+
+def save_preprocess(fitted: Mapping[str, FittedModality], directory) -> Path:
+    """Write fitted preprocessing to ``directory``: ``preprocess.json`` (transforms, kept genes and
+    features, RPPA medians, imputer kinds) and one ``<modality>.npz`` per imputer (the KNN imputer's
+    training matrix, or the median imputer's statistics), so that new raw samples can be put
+    through exactly the same steps (:func:`load_preprocess`, :func:`apply_preprocess`)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {"format_version": PREPROCESS_VERSION, "modalities": {}}
+    for name, f in fitted.items():
+        imp = f.imputer
+        entry = {"transform": f.transform, "genes": None if f.genes is None else [str(g) for g in f.genes],
+                 "rppa_mode": f.rppa_mode,
+                 "rppa_medians": None if f.rppa_medians is None else
+                 {str(k): float(v) for k, v in f.rppa_medians.items()},
+                 "features": [str(c) for c in f.features], "imputer": imp.kind}
+        if imp.kind == "knn":
+            entry["n_neighbors"] = int(imp.model.n_neighbors)
+            np.savez(directory / f"{name}.npz", fit_X=imp.model._fit_X)  # what KNNImputer.fit keeps
+        elif imp.kind == "median":
+            np.savez(directory / f"{name}.npz", statistics=imp.model.statistics_)
+        meta["modalities"][name] = entry
+    (directory / PREPROCESS_FILE).write_text(json.dumps(meta, indent=1))
+    return directory
+
+
+def load_preprocess(directory) -> dict[str, FittedModality]:
+    """Read what :func:`save_preprocess` wrote; the imputers are refitted on their saved matrices,
+    which restores them exactly."""
+    from sklearn.impute import KNNImputer, SimpleImputer
+
+    directory = Path(directory)
+    f = directory / PREPROCESS_FILE
+    if not f.exists():
+        raise CohortError(f"{directory}: no saved preprocessing ({PREPROCESS_FILE})")
+    meta = json.loads(f.read_text())
+    if meta.get("format_version") != PREPROCESS_VERSION:
+        raise CohortError(f"{f}: preprocessing format version {meta.get('format_version')}; "
+                          f"this cgjax reads version {PREPROCESS_VERSION}")
+    out = {}
+    for name, e in meta["modalities"].items():
+        features = pd.Index(e["features"])
+        model = None
+        if e["imputer"] == "knn":
+            fit_x = np.load(directory / f"{name}.npz")["fit_X"]
+            model = KNNImputer(n_neighbors=e["n_neighbors"], keep_empty_features=True).fit(fit_x)
+        elif e["imputer"] == "median":
+            stats = np.load(directory / f"{name}.npz")["statistics"]
+            model = SimpleImputer(strategy="median", keep_empty_features=True).fit(stats[None, :])
+        medians = None if e["rppa_medians"] is None else pd.Series(e["rppa_medians"], dtype=np.float64)
+        out[name] = FittedModality(name=name, transform=e["transform"],
+                                   genes=None if e["genes"] is None else pd.Index(e["genes"]),
+                                   rppa_mode=e["rppa_mode"], rppa_medians=medians, features=features,
+                                   imputer=FittedImputer(kind=e["imputer"], columns=features, model=model))
+    return out
+
+
 def preprocess_modalities(raw: Mapping[str, pd.DataFrame], split: pd.Series,
-                          options: PreprocessOptions | None = None) -> dict[str, pd.DataFrame]:
+                          options: PreprocessOptions | None = None, *, return_fitted: bool = False):
     """The paper's preprocessing of every modality, fitted on training rows only.
 
     For each modality: transform (RNA: counts -> CPM -> gene filter -> log2(CPM+1); CNA:
@@ -433,7 +495,8 @@ def preprocess_modalities(raw: Mapping[str, pd.DataFrame], split: pd.Series,
 
     Returns:
       modality -> float32 samples x features DataFrame with no missing cell, holding the samples of
-      any split that have the modality, in the order of ``raw``.
+      any split that have the modality, in the order of ``raw``; with ``return_fitted``, also the
+      fitted preprocessing (modality -> :class:`FittedModality`, for :func:`save_preprocess`).
     """
     split = _check_split(split)
     rows = {name: _present_rows(name, df) for name, df in raw.items()}
@@ -445,4 +508,5 @@ def preprocess_modalities(raw: Mapping[str, pd.DataFrame], split: pd.Series,
             raise CohortError(f"modality '{name}': no training sample has it; nothing to fit on")
         train[name] = df[is_train]
     fitted = fit_preprocess(train, options)
-    return apply_preprocess(fitted, rows)
+    features = apply_preprocess(fitted, rows)
+    return (features, fitted) if return_fitted else features
