@@ -63,6 +63,12 @@ def test_outputs_and_metrics_contract(evaluated):
     assert m["downstream"] and m["counterfactual"] and m["privacy"] and m["predictive"]
     raw = pd.read_csv(out / "reconstruction_replicates.csv")
     assert set(raw.columns) == {"target", "given", "method", "replicate", "r2"} and raw["replicate"].max() == 1
+    # the reference's AnovaRM of R2: within target (4) x method (single, coherent, multi), 2 replicates
+    anova = {r["effect"]: r for r in m["reconstruction_anova"]}
+    assert set(anova) == {"target", "method", "target:method"}
+    assert [(anova[e]["Num DF"], anova[e]["Den DF"]) for e in ("target", "method", "target:method")] == \
+        [(3.0, 3.0), (2.0, 2.0), (6.0, 6.0)]
+    assert all(0.0 <= r["Pr > F"] <= 1.0 for r in anova.values())
 
 
 def test_report_has_every_section_and_figure(evaluated):

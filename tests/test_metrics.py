@@ -405,3 +405,59 @@ def test_compare_methods_pairs_by_subject(rng):
     assert none["p_corrected"][0] == none["p"][0]
     with pytest.raises(ValueError):
         S.compare_methods(pd.concat([df, df]), "f1", "test_type", pairs, by="condition")
+
+
+def _long(y: np.ndarray, names=("A", "B")) -> pd.DataFrame:
+    """y[subject, a, (b)] -> long format, rows shuffled (cells must be found by label, not order)."""
+    rows = [(s, *(f"{n}{i}" for n, i in zip(names, cell)), y[(s, *cell)])
+            for s in range(y.shape[0]) for cell in np.ndindex(*y.shape[1:])]
+    df = pd.DataFrame(rows, columns=["run", *names[: y.ndim - 1], "v"])
+    return df.sample(frac=1.0, random_state=1)
+
+
+def test_anova_rm_two_levels_is_the_paired_t_test(rng):
+    """With two levels F = t^2 of the paired t-test on the per-subject contrast, and the p-values
+    agree: main effects on the factor means, the interaction on the difference of differences."""
+    y = rng.normal(size=(9, 2, 2)) + np.array([[0.0, 0.3], [0.5, 1.4]])
+    out = S.anova_rm(_long(y), "v", "run", ["A", "B"])
+    contrasts = {"A": y[:, 0].mean(1) - y[:, 1].mean(1), "B": y[:, :, 0].mean(1) - y[:, :, 1].mean(1),
+                 "A:B": (y[:, 0, 0] - y[:, 0, 1]) - (y[:, 1, 0] - y[:, 1, 1])}
+    assert list(out.index) == ["A", "B", "A:B"]
+    for effect, d in contrasts.items():
+        ref = ttest_rel(d, np.zeros_like(d))
+        assert out.loc[effect, "F Value"] == pytest.approx(ref.statistic ** 2, rel=1e-10)
+        assert out.loc[effect, "Pr > F"] == pytest.approx(ref.pvalue, rel=1e-8)
+        assert (out.loc[effect, "Num DF"], out.loc[effect, "Den DF"]) == (1.0, 8.0)
+
+
+def test_anova_rm_one_way_is_a_nested_linear_model_test(rng):
+    """Three levels: the F test of y ~ subject + level against y ~ subject by least squares."""
+    n, k = 7, 3
+    y = rng.normal(size=(n, k)) + np.array([0.0, 0.4, 0.9]) + rng.normal(size=(n, 1))
+    out = S.anova_rm(_long(y, ("A",)), "v", "run", ["A"])
+    Y = y.reshape(-1)
+    subj = np.repeat(np.eye(n), k, axis=0)
+    lev = np.tile(np.eye(k)[:, 1:], (n, 1))
+    rss = lambda X: float(np.sum((Y - X @ np.linalg.lstsq(X, Y, rcond=None)[0]) ** 2))
+    full, reduced = rss(np.hstack([subj, lev])), rss(subj)
+    F = ((reduced - full) / (k - 1)) / (full / ((n - 1) * (k - 1)))
+    assert out.loc["A", "F Value"] == pytest.approx(F, rel=1e-10)
+    assert (out.loc["A", "Num DF"], out.loc["A", "Den DF"]) == (2.0, 12.0)
+
+
+def test_anova_rm_refuses_unbalanced_designs(rng):
+    df = _long(rng.normal(size=(4, 2, 3)))
+    with pytest.raises(ValueError, match="balanced"):
+        S.anova_rm(df.iloc[1:], "v", "run", ["A", "B"])
+    with pytest.raises(ValueError, match="balanced"):
+        S.anova_rm(pd.concat([df, df.iloc[:1]]), "v", "run", ["A", "B"])
+    with pytest.raises(ValueError, match="no column 'C'"):
+        S.anova_rm(df, "v", "run", ["A", "C"])
+
+
+def test_anova_rm_matches_statsmodels(rng):
+    anova = pytest.importorskip("statsmodels.stats.anova")
+    df = _long(rng.normal(size=(6, 3, 2)) + np.array([[0.0, 0.2], [0.3, 0.1], [0.8, 0.9]]))
+    ref = anova.AnovaRM(df, "v", "run", within=["A", "B"]).fit().anova_table
+    ours = S.anova_rm(df, "v", "run", ["A", "B"])
+    np.testing.assert_allclose(ours.to_numpy(), ref.loc[ours.index, ours.columns].to_numpy(), rtol=1e-8)

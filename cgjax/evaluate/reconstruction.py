@@ -303,11 +303,9 @@ def reconstruction_study(samplers: Mapping[str, Sampler], test: Mapping[str, np.
     return ReconstructionResult(records, pd.DataFrame(per_cancer), reconstruction_tests(records), samples)
 
 
-def reconstruction_tests(records: list[dict], *, alpha: float = 0.05) -> pd.DataFrame:
-    """Paired t-tests over replicates (REFERENCE 5.9), per target with all other modalities given:
-    coherent vs multi, coherent vs single and multi vs single, where ``single`` is the per-replicate
-    mean of the single-source R2s; Bonferroni over the 3 tests of each target."""
-    rows = []
+def _full_given_r2(records: list[dict]) -> dict[str, dict[str, list]]:
+    """Per target, the R2 per replicate of ``single`` (the per-replicate mean of the single-source
+    R2s), ``coherent`` and ``multi`` with every other modality given (those present)."""
     by_target: dict[str, dict[str, list]] = {}
     for r in records:
         t = r["target"]
@@ -316,10 +314,19 @@ def reconstruction_tests(records: list[dict], *, alpha: float = 0.05) -> pd.Data
             by_target.setdefault(t, {}).setdefault("single", []).append(r["r2_replicates"])
         elif len(r["given"]) == n_src and r["method"] in ("multi", "coherent"):
             by_target.setdefault(t, {})[r["method"]] = r["r2_replicates"]
-    frames = []
-    for t, d in by_target.items():
+    for d in by_target.values():
         if "single" in d:
             d["single"] = list(np.mean(np.asarray(d["single"]), axis=0))
+    return by_target
+
+
+def reconstruction_tests(records: list[dict], *, alpha: float = 0.05) -> pd.DataFrame:
+    """Paired t-tests over replicates (REFERENCE 5.9), per target with all other modalities given:
+    coherent vs multi, coherent vs single and multi vs single, where ``single`` is the per-replicate
+    mean of the single-source R2s; Bonferroni over the 3 tests of each target."""
+    rows = []
+    frames = []
+    for t, d in _full_given_r2(records).items():
         pairs = [p for p in (("coherent", "multi"), ("coherent", "single"), ("multi", "single"))
                  if p[0] in d and p[1] in d and len(d[p[0]]) == len(d[p[1]]) >= 2]
         if not pairs:
@@ -329,6 +336,25 @@ def reconstruction_tests(records: list[dict], *, alpha: float = 0.05) -> pd.Data
         res.insert(0, "target", t)
         frames.append(res)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(rows)
+
+
+def reconstruction_anova(records: list[dict]) -> pd.DataFrame:
+    """The reference's repeated-measures ANOVA of R2 (REFERENCE 5.9): subject = replicate, within =
+    target x method, where method is single (per-replicate mean of the single-source R2s), coherent
+    and multi with every other modality given. Empty when the design is not complete (a method or
+    target missing, or unequal replicate counts)."""
+    rows = []
+    for t, d in _full_given_r2(records).items():
+        rows += [{"target": t, "method": m, "replicate": i, "r2": v} for m, vals in d.items() for i, v in enumerate(vals)]
+    long = pd.DataFrame(rows)
+    if long.empty or long["target"].nunique() < 2 or long["method"].nunique() < 2:
+        return pd.DataFrame()
+    try:
+        return stats.anova_rm(long, "r2", "replicate", ["target", "method"]).rename_axis("effect").reset_index()
+    except ValueError as e:
+        if "balanced" not in str(e):
+            raise
+        return pd.DataFrame()  # not a complete design: a method, target or replicate missing
 
 
 # ---- the original entry points (kept for the quickstart) -----------------------------------------

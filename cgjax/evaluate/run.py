@@ -367,6 +367,11 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
         rec.replicates_frame().to_csv(out / "reconstruction_replicates.csv", index=False)
         rec.per_cancer.to_csv(out / "reconstruction_per_cancer.csv", index=False)
         rec.tests.to_csv(out / "reconstruction_tests.csv", index=False)
+        from cgjax.evaluate.reconstruction import reconstruction_anova
+
+        anova = reconstruction_anova(rec.records)
+        anova.to_csv(out / "reconstruction_anova.csv", index=False)
+        metrics["reconstruction_anova"] = _records(anova)
         metrics["reconstruction"] = _clean(rec.records)
         metrics["reconstruction_per_cancer"] = _records(rec.per_cancer)
         metrics["reconstruction_tests"] = _records(rec.tests)

@@ -4,8 +4,8 @@ The reference compares methods on the same repetitions (run r of every method sh
 test rows), so every test here is *paired* by a subject column (the run or repetition index):
 two-sided ``scipy.stats.ttest_rel`` post-hoc tests with Bonferroni correction for the classifier,
 imputation, counterfactual and R² comparisons, and one-sided tests with Benjamini-Hochberg FDR for
-the survival gains. (The repeated-measures ANOVA that precedes them in the reference,
-statsmodels ``AnovaRM``, is not reimplemented here.)
+the survival gains. The repeated-measures ANOVA that precedes them in the reference (statsmodels
+``AnovaRM``) is :func:`anova_rm`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["PairedTest", "paired_ttest", "bonferroni", "benjamini_hochberg", "compare_methods"]
+__all__ = ["PairedTest", "paired_ttest", "bonferroni", "benjamini_hochberg", "compare_methods", "anova_rm"]
 
 
 class PairedTest(NamedTuple):
@@ -171,3 +171,62 @@ def compare_methods(
     out["p_corrected"] = p if correction is None else _CORRECTIONS[correction](p)
     out["reject"] = out["p_corrected"] < alpha
     return out
+
+
+def anova_rm(df: pd.DataFrame, value: str, subject: str, within: Sequence[str]) -> pd.DataFrame:
+    """Repeated-measures ANOVA of a balanced design (statsmodels ``AnovaRM``, REF 5.9).
+
+    Every subject (run, replicate) has exactly one ``value`` in every cell of the ``within``
+    factors. For each effect E (each non-empty subset of the factors: main effects, interactions)
+    the sum of squares is that of E's inclusion-exclusion contrast of the cell means, and its error
+    term is the E x subject interaction: F = (SS_E / df_E) / (SS_ExS / (df_E (n - 1))), with
+    df_E the product of (levels - 1) over E.
+
+    Returns a DataFrame indexed by effect (``"A"``, ``"B"``, ``"A:B"``) with columns ``F Value``,
+    ``Num DF``, ``Den DF``, ``Pr > F`` (statsmodels' names).
+    """
+    import itertools
+
+    from scipy.stats import f as f_dist
+
+    within = list(within)
+    if not within:
+        raise ValueError("anova_rm needs at least one within-subject factor")
+    missing = [c for c in [value, subject, *within] if c not in df.columns]
+    if missing:
+        raise ValueError(f"anova_rm: no column {missing[0]!r}")
+    counts = df.groupby([subject, *within], observed=True).size()
+    levels = [pd.Index(sorted(df[c].unique())) for c in [subject, *within]]
+    if (counts != 1).any() or len(counts) != np.prod([len(lv) for lv in levels]):
+        raise ValueError("anova_rm needs a balanced design: exactly one value per subject and cell")
+    if not np.isfinite(df[value].to_numpy(np.float64)).all():
+        raise ValueError(f"anova_rm: column {value!r} has non-finite values")
+    # Y[subject, level_1, ..., level_k]
+    y = np.empty([len(lv) for lv in levels])
+    idx = tuple(lv.get_indexer(df[c]) for lv, c in zip(levels, [subject, *within]))
+    y[idx] = df[value].to_numpy(np.float64)
+    n = y.shape[0]
+
+    def contrast(axes: tuple) -> np.ndarray:
+        """Inclusion-exclusion contrast over the given axes, broadcast to y's shape."""
+        out = np.zeros_like(y)
+        for r in range(len(axes) + 1):
+            for keep in itertools.combinations(axes, r):
+                other = tuple(a for a in range(y.ndim) if a not in keep)
+                out = out + (-1) ** (len(axes) - r) * y.mean(axis=other, keepdims=True)
+        return out
+
+    rows = {}
+    factors = list(range(1, y.ndim))
+    for r in range(1, len(factors) + 1):
+        for effect in itertools.combinations(factors, r):
+            ss = float(np.sum(contrast(effect) ** 2))
+            ss_err = float(np.sum(contrast((0, *effect)) ** 2))
+            df_num = int(np.prod([y.shape[a] - 1 for a in effect]))
+            df_den = df_num * (n - 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                F = (ss / df_num) / (ss_err / df_den) if df_den > 0 else np.nan
+            rows[":".join(within[a - 1] for a in effect)] = {
+                "F Value": F, "Num DF": float(df_num), "Den DF": float(df_den),
+                "Pr > F": float(f_dist.sf(F, df_num, df_den)) if np.isfinite(F) else np.nan}
+    return pd.DataFrame.from_dict(rows, orient="index")
