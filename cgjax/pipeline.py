@@ -29,11 +29,11 @@ def split_and_scale(cohort: Cohort, *, split_seed: int = 42) -> tuple[Cohort, Co
     train and validation cohorts with the scalers."""
     cohort = split_cohort(cohort, seed=split_seed)
     counts = cohort.clinical["split"].value_counts()
-    for name, hint in (("train", ""), ("val", " (it is drawn from complete samples only; the cohort needs more "
-                                              "samples that have every modality)")):
-        if counts.get(name, 0) == 0:
-            raise CohortError(f"{cohort.source}: the {'validation' if name == 'val' else 'training'} split is "
-                              f"empty{hint}")
+    if counts.get("train", 0) == 0:
+        raise CohortError(f"{cohort.source}: the training split is empty")
+    if counts.get("val", 0) == 0:
+        raise CohortError(f"{cohort.source}: the validation split is empty (it is drawn from complete samples "
+                          "only; the cohort needs more samples that have every modality)")
     train, val = cohort.split("train"), cohort.split("val")
     scalers = fit_scalers(train)
     return apply_scalers(train, scalers), apply_scalers(val, scalers), scalers
