@@ -69,6 +69,16 @@ def test_outputs_and_metrics_contract(evaluated):
     assert [(anova[e]["Num DF"], anova[e]["Den DF"]) for e in ("target", "method", "target:method")] == \
         [(3.0, 3.0), (2.0, 2.0), (6.0, 6.0)]
     assert all(0.0 <= r["Pr > F"] <= 1.0 for r in anova.values())
+    # the same for the classifiers (within modality x data) and the downstream rescue (condition x
+    # test type), per task and metric, as the reference's AnovaRM before its post-hoc tests
+    pred = pd.DataFrame(m["predictive_anova"])
+    assert set(pred["effect"]) == {"modality", "data", "modality:data"} and set(pred["metric"]) == {
+        "macro_f1", "balanced_accuracy"}
+    assert (pred["Den DF"] == pred["Num DF"] * (TINY["replicates"] - 1)).all()
+    down = pd.DataFrame(m["downstream_anova"])
+    assert set(down["effect"]) == {"condition", "test_type", "condition:test_type"}
+    assert (down["Den DF"] == down["Num DF"] * (TINY["runs"] - 1)).all()
+    assert (out / "predictive_anova.csv").exists() and (out / "downstream_anova.csv").exists()
 
 
 def test_report_has_every_section_and_figure(evaluated):

@@ -461,3 +461,16 @@ def test_anova_rm_matches_statsmodels(rng):
     ref = anova.AnovaRM(df, "v", "run", within=["A", "B"]).fit().anova_table
     ours = S.anova_rm(df, "v", "run", ["A", "B"])
     np.testing.assert_allclose(ours.to_numpy(), ref.loc[ours.index, ours.columns].to_numpy(), rtol=1e-8)
+
+
+def test_anova_rm_by_runs_each_group_and_leaves_out_incomplete_ones(rng):
+    a, b = _long(rng.normal(size=(5, 2, 3))), _long(rng.normal(size=(5, 2, 3)) + np.array([0.0, 1.0, 2.0]))
+    a["task"], b["task"] = "stage", "survival"
+    c = _long(rng.normal(size=(5, 2, 3))).iloc[1:]  # one cell missing: left out
+    c["task"] = "broken"
+    out = S.anova_rm_by(pd.concat([a, b, c]), "v", "run", ["A", "B"], ["task"])
+    assert list(out["task"]) == ["stage"] * 3 + ["survival"] * 3
+    for task, df in (("stage", a), ("survival", b)):
+        ref = S.anova_rm(df, "v", "run", ["A", "B"])
+        np.testing.assert_allclose(out[out.task == task]["F Value"], ref["F Value"], rtol=1e-12)
+    assert out.set_index(["task", "effect"]).loc[("survival", "B"), "Pr > F"] < 1e-3  # a planted effect

@@ -369,9 +369,8 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
         rec.tests.to_csv(out / "reconstruction_tests.csv", index=False)
         from cgjax.evaluate.reconstruction import reconstruction_anova
 
-        anova = reconstruction_anova(rec.records)
-        anova.to_csv(out / "reconstruction_anova.csv", index=False)
-        metrics["reconstruction_anova"] = _records(anova)
+        metrics["reconstruction_anova"] = _write_anova(out / "reconstruction_anova.csv",
+                                                       reconstruction_anova(rec.records))
         metrics["reconstruction"] = _clean(rec.records)
         metrics["reconstruction_per_cancer"] = _records(rec.per_cancer)
         metrics["reconstruction_tests"] = _records(rec.tests)
@@ -381,6 +380,7 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
         pred["tests"].to_csv(out / "predictive_tests.csv", index=False)
         metrics["predictive"] = _records(pred["summary"])
         metrics["predictive_tests"] = _records(pred["tests"])
+        metrics["predictive_anova"] = _write_anova(out / "predictive_anova.csv", _predictive_anova(pred["frame"]))
     ds = res.get("downstream")
     if ds is not None:
         ds.frame.to_csv(out / "downstream.csv", index=False)
@@ -388,6 +388,7 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
         ds.tests.to_csv(out / "downstream_tests.csv", index=False)
         metrics["downstream"] = _records(ds.summary)
         metrics["downstream_tests"] = _records(ds.tests)
+        metrics["downstream_anova"] = _write_anova(out / "downstream_anova.csv", _downstream_anova(ds.frame))
     cf = res.get("counterfactual")
     if cf is not None:
         cf.curves.to_csv(out / "counterfactual_curves.csv", index=False)
@@ -408,3 +409,32 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
         metrics["privacy_dcr"] = _records(pv.dcr)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+# ---- the reference's repeated-measures ANOVAs (REFERENCE 5.9) -----------------------------------
+
+def _write_anova(path: Path, table: pd.DataFrame) -> list:
+    table.to_csv(path, index=False)
+    return _records(table)
+
+
+def _predictive_anova(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per task and metric: subject = replicate, within = modality x data (real and each method)."""
+    from cgjax.evaluate.stats import anova_rm_by
+
+    if frame.empty:
+        return pd.DataFrame()
+    long = frame.melt(id_vars=["task", "modality", "data", "replicate"], value_vars=["macro_f1", "balanced_accuracy"],
+                      var_name="metric")
+    return anova_rm_by(long, "value", "replicate", ["modality", "data"], ["task", "metric"])
+
+
+def _downstream_anova(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per task and metric: subject = run, within = condition x test type, without the full-data
+    and cancer-label-only rows (as the reference)."""
+    from cgjax.evaluate.stats import anova_rm_by
+
+    if frame.empty:
+        return pd.DataFrame()
+    sub = frame[~frame["condition"].isin(["full data", "Cancer label only"])]
+    return anova_rm_by(sub, "value", "run", ["condition", "test_type"], ["task", "metric"])

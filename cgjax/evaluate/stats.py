@@ -15,7 +15,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["PairedTest", "paired_ttest", "bonferroni", "benjamini_hochberg", "compare_methods", "anova_rm"]
+__all__ = ["PairedTest", "paired_ttest", "bonferroni", "benjamini_hochberg", "compare_methods", "anova_rm", "anova_rm_by"]
 
 
 class PairedTest(NamedTuple):
@@ -230,3 +230,26 @@ def anova_rm(df: pd.DataFrame, value: str, subject: str, within: Sequence[str]) 
                 "F Value": F, "Num DF": float(df_num), "Den DF": float(df_den),
                 "Pr > F": float(f_dist.sf(F, df_num, df_den)) if np.isfinite(F) else np.nan}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def anova_rm_by(df: pd.DataFrame, value: str, subject: str, within: Sequence[str],
+                by: Sequence[str]) -> pd.DataFrame:
+    """:func:`anova_rm` for every group of the ``by`` columns (e.g. per task and metric), one row per
+    group and effect, the group's labels first. A group whose design is not complete (a cell
+    missing for some subject) or has fewer than 2 subjects is left out."""
+    frames = []
+    for key, sub in df.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        if sub[subject].nunique() < 2:
+            continue
+        try:
+            res = anova_rm(sub, value, subject, within)
+        except ValueError as e:
+            if "balanced" not in str(e):
+                raise
+            continue
+        res = res.rename_axis("effect").reset_index()
+        for col, k in reversed(list(zip(by, key))):
+            res.insert(0, col, k)
+        frames.append(res)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
