@@ -28,7 +28,7 @@ from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig, init_state
 from cgjax.ensemble import (ArchConfig, Group, ModelSet, ModelSpec, TrainingRun, ensemble_weights)
-from cgjax._atomic import atomic_directory, write_json_synced
+from cgjax._atomic import atomic_directory, check_replaceable, probe_writable, write_json_synced
 from cgjax.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -80,6 +80,7 @@ def _meta(ms: ModelSet, run: TrainingRun | None) -> dict:
         "groups": groups,
         "val_metrics": ms.val_metrics,
         "coherent_weights": coherent_weights(ms),
+        "split": ms.split,
         "complete": True,
     }
     if run is not None:
@@ -105,15 +106,66 @@ def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
     # processes, where only replicated values are readable) restore on any machine
     models, resume = jax.tree.map(np.asarray, (models, resume))
     if is_primary():
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, marker=META_FILE, what="cgjax checkpoint") as tmp:
             ck = _checkpointer()
             ck.save(tmp / "models", models)
             if resume is not None:
                 ck.save(tmp / "resume", resume)
+            meta = _meta(ms, run)
+            meta["files"] = _manifest(tmp)
             # written last: its presence means the rest is there
-            write_json_synced(tmp / META_FILE, _meta(ms, run), indent=1, default=float)
+            write_json_synced(tmp / META_FILE, meta, indent=1, default=float)
     sync(f"cgjax-checkpoint-{path}")
     return path
+
+
+def check_output(path) -> Path:
+    """Refuse (:class:`cgjax.errors.OutputError`, one line) to write a checkpoint to ``path`` unless
+    it is absent, an empty directory, or a cgjax checkpoint (holds ``cgjax_checkpoint.json``), and
+    unless a new entry can be created beside it."""
+    path = check_replaceable(path, META_FILE, "cgjax checkpoint")
+    probe_writable(path)
+    return path
+
+
+def _manifest(path: Path) -> dict:
+    """Relative path -> size in bytes of every file Orbax wrote under ``path``."""
+    return {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def check_files(path, meta: dict, parts=("models", "resume")) -> None:
+    """Raise CheckpointError naming the first file of ``parts`` that the checkpoint's manifest lists
+    but that is missing or has another size (a copy cut short, a file deleted by hand). Checkpoints
+    written before the manifest existed are not checked here (Orbax's own error then applies)."""
+    path = Path(path)
+    files = meta.get("files")
+    if files is None:
+        return
+    for name, size in files.items():
+        if name.split("/", 1)[0] not in parts:
+            continue
+        f = path / name
+        if not f.is_file():
+            n = sum(1 for k in files if k.split("/", 1)[0] == name.split("/", 1)[0] and not (path / k).is_file())
+            raise CheckpointError(f"{path}: damaged checkpoint: {name} is missing ({n} of the files it was written "
+                                  f"with are gone); copy the whole directory again or retrain")
+        if f.stat().st_size != size:
+            raise CheckpointError(f"{path}: damaged checkpoint: {name} has {f.stat().st_size} bytes, written with "
+                                  f"{size} (truncated copy?); copy the whole directory again or retrain")
+
+
+def _orbax_failure(path: Path, part: str, e: Exception) -> CheckpointError:
+    """One line for an Orbax/tensorstore failure: its messages quote whole JSON specs; keep the
+    status and the array it was reading."""
+    import re
+
+    text = str(e)
+    status = re.search(r"\b(NOT_FOUND|DATA_LOSS|INVALID_ARGUMENT|FAILED_PRECONDITION|OUT_OF_RANGE)\b", text)
+    array = re.search(r'Error reading "([^"]+)"', text)
+    what = status.group(1).lower().replace("_", " ") if status else type(e).__name__
+    where = f" reading {array.group(1)}" if array else ""
+    return CheckpointError(f"{path}: damaged checkpoint: cannot read {part}/ ({what}{where}); copy the whole "
+                           f"directory again or retrain")
 
 
 def read_meta(path) -> dict:
@@ -171,17 +223,18 @@ def load(path) -> ModelSet:
     tcfg = TrainConfig(**meta["train"])
     abstract = _abstract_state(groups, tcfg)
     target = {n: {"params": a.params, "batch_stats": a.batch_stats} for n, a in abstract.items()}
+    check_files(path, meta, ("models",))
     try:
         tree = _restore(path / "models", target)
     except Exception as e:  # orbax raises many types for a damaged directory
-        raise CheckpointError(f"{path}: cannot read the model parameters ({type(e).__name__}: {e})") from None
+        raise _orbax_failure(path, "models", e) from None
     for name, g in groups.items():
         g.params, g.batch_stats = tree[name]["params"], tree[name]["batch_stats"]
     return ModelSet(
         modalities=tuple(meta["modalities"]), dims={k: int(v) for k, v in meta["dims"].items()},
         arch=ArchConfig(**meta["arch"]), schedule_cfg=ScheduleConfig(**meta["schedule"]), train_cfg=tcfg,
         groups=groups, scalers=meta["scalers"], feature_names=meta["feature_names"],
-        val_metrics=meta["val_metrics"])
+        val_metrics=meta["val_metrics"], split=meta.get("split"))
 
 
 def load_run(path) -> TrainingRun:
@@ -196,7 +249,11 @@ def load_run(path) -> TrainingRun:
     abstract = _abstract_state(ms.groups, ms.train_cfg)
     target = {n: {"params": a.params, "batch_stats": a.batch_stats, "opt_state": a.opt_state, "step": a.step,
                   "ema": a.ema} for n, a in abstract.items()}
-    tree = _restore(path / "resume", target)
+    check_files(path, meta, ("resume",))
+    try:
+        tree = _restore(path / "resume", target)
+    except Exception as e:
+        raise _orbax_failure(path, "resume", e) from None
     states = {n: TrainState(t["params"], t["batch_stats"], t["opt_state"], t["step"], t["ema"])
               for n, t in tree.items()}
     tr = meta["training"]

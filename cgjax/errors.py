@@ -16,3 +16,8 @@ class CohortError(CgjaxError, ValueError):
 
 class CheckpointError(CgjaxError):
     """A checkpoint directory is missing, half-written, or incompatible."""
+
+
+class OutputError(CgjaxError):
+    """An output path cannot be written: it holds something cgjax did not write (and will not
+    replace), or the filesystem refuses."""

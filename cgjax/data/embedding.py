@@ -702,7 +702,7 @@ def save_embedding(embedding: Embedding, path) -> Path:
     Everything is written to a sibling temporary directory first and renamed into place.
     """
     path = Path(path)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, marker=META_FILE, what="cgjax embedding") as tmp:
         meta = {"format_version": FORMAT_VERSION, "kind": "cgjax_embedding", "modalities": {},
                 "info": embedding.info}
         for i, (name, e) in enumerate(embedding.modalities.items()):

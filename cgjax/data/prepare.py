@@ -310,7 +310,7 @@ def write_prepared(prepared: PreparedCohort, out, *, overwrite: bool = False, wr
     """
     out = Path(out)
     _check_out(out, overwrite)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, marker=f"{EMBEDDING_DIR}/{META_FILE}", what="cohort written by 'cgjax prepare'") as tmp:
         write_cohort(dataclasses.replace(prepared.cohort, source=str(out)), tmp, format=format, overwrite=True)
         save_embedding(prepared.embedding, tmp / EMBEDDING_DIR)
         if prepared.preprocess is not None:
