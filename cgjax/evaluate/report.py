@@ -243,9 +243,11 @@ def dcr_markdown(dcr: pd.DataFrame) -> str:
                    "fraction generated below held-out 5th pct (≈0.05 = no copying)"], rows)
 
 
-def full_report(res: Mapping, *, figures: Mapping[str, str], header: Sequence[str] = ()) -> str:
+def full_report(res: Mapping, *, figures: Mapping[str, str], header: Sequence[str] = (),
+                embedding: str = "umap") -> str:
     """The report of :func:`cgjax.evaluate.run.run_evaluation`: ``res`` holds the step results
-    (keys reconstruction, predictive, downstream, counterfactual, privacy; each optional)."""
+    (keys reconstruction, predictive, downstream, counterfactual, privacy; each optional);
+    ``embedding`` ("umap" | "pca") is the one the manifold figure was drawn with."""
     fig = lambda key, alt: f"![{alt}]({figures[key]})\n" if key in figures else ""
     L = ["# cgjax evaluation report", "", *header, ""]
     rec = res.get("reconstruction")
@@ -270,7 +272,7 @@ def full_report(res: Mapping, *, figures: Mapping[str, str], header: Sequence[st
               per_cancer_markdown(rec.per_cancer), "",
               "### Table S2: every subset of given modalities", "", reconstruction_markdown(rec.records), ""]
     if "manifold" in figures:
-        L += ["## 2. Manifold (Fig 1)", "", fig("manifold", "UMAP of real vs reconstructed profiles"), ""]
+        L += ["## 2. Manifold (Fig 1)", "", fig("manifold", f"{embedding.upper()} of real vs reconstructed profiles"), ""]
     pred = res.get("predictive")
     if pred is not None:
         L += ["## 3. Predictive signal (Fig 2)", "",

@@ -98,11 +98,17 @@ class EvalData:
 LABELS = ("cancer_type", "stage", "os_time", "os_event")
 
 
-def prepare_data(cohort, scalers: Mapping, modalities: Sequence[str] | None = None, *, split_seed: int = 42) -> EvalData:
-    """Split (the cohort's own ``split`` column if complete, else ``split_cohort(seed=split_seed)``,
-    which is what :func:`cgjax.pipeline.train` does), standardise with the models' scalers, keep the
-    complete test rows. ``scalers``: modality -> (mean, std) or a :class:`cgjax.data.Scalers`."""
+def prepare_data(cohort, scalers: Mapping, modalities: Sequence[str] | None = None, *, split_seed: int = 42,
+                 split_record: Mapping | None | bool = False) -> EvalData:
+    """Split, standardise with the models' scalers, keep the complete test rows. ``scalers``:
+    modality -> (mean, std) or a :class:`cgjax.data.Scalers`.
+
+    The split: with ``split_record`` a dict (a checkpoint's ``ModelSet.split``) or None (a checkpoint
+    that records none), :func:`cgjax.data.split.apply_split_record`, i.e. the split the models were
+    trained with; with False, the cohort's own ``split`` column if complete, else
+    ``split_cohort(seed=split_seed)``."""
     from cgjax.data import Scalers, fit_scalers, split_cohort
+    from cgjax.data.split import apply_split_record
 
     notes = []
     modalities = tuple(modalities or cohort.modalities)
@@ -110,7 +116,9 @@ def prepare_data(cohort, scalers: Mapping, modalities: Sequence[str] | None = No
     if missing:
         raise CohortError(f"{cohort.source}: lacks modalities {missing} the models were trained on")
     split = cohort.label("split")
-    if split is not None and pd.Series(split).notna().all() and set(split) <= {"train", "val", "test"}:
+    if split_record is not False:
+        cohort, notes = apply_split_record(cohort, split_record)
+    elif split is not None and pd.Series(split).notna().all() and set(split) <= {"train", "val", "test"}:
         notes.append("Split: the cohort's own `split` column (the split the models were trained with).")
     else:
         cohort = split_cohort(cohort, seed=split_seed, force=True)
@@ -194,7 +202,10 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
         raise CgjaxError(f"oracle must be auto, synthetic or none, got {oracle!r}")
     from cgjax.data import Scalers
 
-    data = prepare_data(cohort, Scalers.from_dict(ms.scalers), ms.modalities)
+    from cgjax.data import align_features
+
+    cohort = align_features(cohort, ms.feature_names, where=f"models trained on {list(ms.modalities)}")
+    data = prepare_data(cohort, Scalers.from_dict(ms.scalers), ms.modalities, split_record=ms.split)
     if law is not None:
         if tuple(law.modalities) != tuple(ms.modalities) or any(ms.dims[m] != law.dim for m in ms.modalities):
             raise CgjaxError("the synthetic law's modalities do not match the models'")
@@ -203,8 +214,9 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
     n_models = sum(len(g.specs) for g in ms.groups.values())
     header = [f"Models: {n_models} (hidden {ms.arch.hidden}, {ms.arch.n_layers} layers, T = {ms.schedule_cfg.timesteps}, "
               f"{ms.train_cfg.epochs} epochs)."]
+    identity = json.dumps([ms.val_metrics, ms.scalers], sort_keys=True, default=str)  # which trained models
     return run_evaluation(data, model_samplers(ms, cfg), out, cfg, law=law, progress=progress,
-                          header=header, source=str(cohort.source))
+                          header=header, source=str(cohort.source), identity=identity)
 
 
 def _clean(obj):
@@ -230,10 +242,16 @@ def _records(df: pd.DataFrame | None) -> list:
 
 
 def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | None = None, *, law=None,
-                   progress: bool = True, header: Sequence[str] = (), source: str = "") -> dict:
+                   progress: bool = True, header: Sequence[str] = (), source: str = "", identity: str = "") -> dict:
     """Every step of ``cfg.steps`` on prepared data with the given samplers (name -> sampler; the
     names single/multi/coherent are ours). With ``law`` (the synthetic law) the oracle samplers are
-    added. Writes out/report.md, out/metrics.json, out/*.csv, out/figures/*.png."""
+    added. Writes out/report.md, out/metrics.json, out/*.csv, out/figures/*.png.
+
+    ``out`` must be absent, empty, or an earlier evaluation's directory (it holds
+    ``cgjax_evaluation.json``). Each step's results are written as soon as it completes (the files
+    above, and ``out/steps/<step>.pkl``), so a failure or a kill loses only the step in progress;
+    run again with the same data, samplers, settings and ``identity`` (e.g. which trained models),
+    completed steps are read back instead of recomputed."""
     from contextlib import nullcontext
 
     from threadpoolctl import threadpool_limits
@@ -248,10 +266,13 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
     unknown = set(cfg.steps) - set(STEPS)
     if unknown:
         raise CgjaxError(f"unknown steps {sorted(unknown)}; choose from {STEPS}")
-    out = Path(out)
+    notes = list(data.notes)
+    cfg = check_optional_dependencies(cfg, notes, progress)  # before hours of work, not after
+    key = _resume_key(data, samplers, cfg, law, [*header, identity], source)
+    out, done = _open_output(Path(out), key)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     mods = list(data.modalities)
-    seconds, figs, res, notes = {}, {}, {}, list(data.notes)
+    seconds, figs, res = {}, {}, {}
     oracle_s = oracle_m = None
     if law is not None:
         oracle_s = OracleSampler(law, data.scalers, mode="sample", type_prior=law.type_prior(complete_only=True))
@@ -269,6 +290,15 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
         for step in steps:
             bar.set_postfix_str(step)
             t0 = time.time()
+            cached = _load_step(out, step) if step in done else None
+            if cached is not None:  # completed by an earlier run of the same evaluation: skip it
+                res.update(cached["res"])
+                figs.update(cached["figs"])
+                seconds[step] = cached["seconds"]
+                full_samples = full_samples if cached["samples"] is None else cached["samples"]
+                bar.update(1)
+                continue
+            figs_before, had_samples = set(figs), full_samples is not None
             if step == "reconstruction" or (full_samples is None and step in NEEDS_FULL_SAMPLES):
                 only_full = step != "reconstruction" or cfg.given_sets == "full"
                 recon_samplers = dict(samplers)
@@ -341,20 +371,119 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
                                for n in pv.samples} for m in mods}
                 figs["dcr"] = figures.dcr_figure(dcr_raw, out / "figures" / "dcr.png")
             seconds[step] = round(time.time() - t0, 2)
+            figs = {k: str(Path(v).relative_to(out)) if Path(v).is_absolute() else str(v) for k, v in figs.items()}
+            # this step's results to disk now: a later failure or a kill loses nothing, a rerun skips it
+            _save_step(out, step, {"res": {k: v for k, v in res.items() if k == step},
+                                   "figs": {k: v for k, v in figs.items() if k not in figs_before},
+                                   "seconds": seconds[step],
+                                   "samples": full_samples if (full_samples is not None and not had_samples) else None})
+            done = _mark_done(out, key, done, step)
+            metrics = _write_all(out, res, cfg, data, notes, seconds, figs, source, samplers, header, report)
             bar.update(1)
         bar.close()
     seconds["total"] = round(time.time() - t_all, 2)
-    figs = {k: str(Path(v).relative_to(out)) for k, v in figs.items()}
+    return _write_all(out, res, cfg, data, notes, seconds, figs, source, samplers, header, report)
+
+
+def _write_all(out: Path, res, cfg, data, notes, seconds, figs, source, samplers, header, report) -> dict:
+    """metrics.json, the CSVs and report.md of the steps done so far."""
+    from cgjax._atomic import atomic_file
+
     metrics = _write_outputs(out, res, cfg, data, notes, seconds, figs, source)
+    mods = list(data.modalities)
     head = [f"Cohort: {f'`{source}`' if source else '(in memory)'}; {len(data.test_ids)} complete test samples, "
             f"{len(next(iter(data.train.values())))} train samples; modalities {mods}."] + list(header) + [
         f"Settings: {cfg.replicates} replicates, {cfg.runs} runs, {cfg.rf_trees} trees per forest, samplers "
         f"{list(samplers)}, weighting {cfg.weighting}, rejection {cfg.reject_fraction}, counterfactual score "
-        f"{cfg.counterfactual_score}; ablation {cfg.counterfactual_ablation}.",
+        f"{cfg.counterfactual_score}; ablation {cfg.counterfactual_ablation}; embedding {cfg.embedding}.",
         "Time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".", ""] + [
         f"- {n}" for n in notes]
-    (out / "report.md").write_text(report.full_report(res, figures=figs, header=head))
+    missing = [s for s in cfg.steps if s not in seconds]
+    if missing:
+        head.append(f"- Not done yet: {', '.join(missing)} (rerun the same command to complete them).")
+    with atomic_file(out / "report.md") as tmp:
+        tmp.write_text(report.full_report(res, figures=figs, header=head, embedding=cfg.embedding))
     return metrics
+
+
+# ---- optional dependencies, and results written step by step ------------------------------------
+
+MARKER = "cgjax_evaluation.json"
+STEP_DIR = "steps"
+
+
+def check_optional_dependencies(cfg: EvalConfig, notes: list, progress: bool = True) -> EvalConfig:
+    """The UMAP figures need umap-learn (the ``eval`` extra). Without it, fall back to PCA, saying so
+    (on stderr and in the report), rather than fail after every other experiment has run."""
+    import sys
+
+    if cfg.embedding != "umap" or not ({"manifold", "privacy"} & set(cfg.steps)):
+        return cfg
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        msg = ("umap-learn is not installed (pip install 'cgjax[eval]'): the manifold and privacy figures use "
+               "PCA instead of UMAP")
+        notes.append(msg + ".")
+        print(f"note: {msg}", file=sys.stderr)
+        return dataclasses.replace(cfg, embedding="pca")
+    return cfg
+
+
+def _resume_key(data: EvalData, samplers: Mapping, cfg: EvalConfig, law, header, source) -> str:
+    """Identifies an evaluation (data, samplers, settings): only results of the same key are reused."""
+    import hashlib
+
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "n_jobs", "blas_threads")}
+    ident = json.dumps([settings, sorted(samplers), law is not None, list(header), source,
+                        [str(i) for i in data.test_ids]], default=str, sort_keys=True)
+    return hashlib.sha256(ident.encode("utf-8")).hexdigest()
+
+
+def _open_output(out: Path, key: str) -> tuple[Path, list]:
+    """Claim ``out`` (absent, empty, or an earlier evaluation's) and return the steps an earlier run
+    of the same evaluation completed there (their results are reused)."""
+    from cgjax._atomic import check_replaceable, claim_output_dir
+
+    out = check_replaceable(out, MARKER, "cgjax evaluation directory")
+    done = []
+    if (out / MARKER).exists():
+        try:
+            state = json.loads((out / MARKER).read_text())
+        except json.JSONDecodeError:
+            state = {}
+        if state.get("key") == key:
+            done = [s for s in state.get("completed", []) if (out / STEP_DIR / f"{s}.pkl").exists()]
+    claim_output_dir(out, MARKER, "cgjax evaluation directory", {"key": key, "completed": done})
+    return out, done
+
+
+def _mark_done(out: Path, key: str, done: list, step: str) -> list:
+    from cgjax._atomic import claim_output_dir
+
+    done = [*done, step]
+    claim_output_dir(out, MARKER, "cgjax evaluation directory", {"key": key, "completed": done})
+    return done
+
+
+def _save_step(out: Path, step: str, payload: dict) -> None:
+    import pickle
+
+    from cgjax._atomic import atomic_file
+
+    with atomic_file(out / STEP_DIR / f"{step}.pkl") as tmp:
+        tmp.write_bytes(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _load_step(out: Path, step: str) -> dict | None:
+    """A completed step's results, written by this cgjax into a directory it claimed (never a
+    user's file: :func:`_open_output` refuses directories it did not write)."""
+    import pickle
+
+    try:
+        return pickle.loads((out / STEP_DIR / f"{step}.pkl").read_bytes())
+    except Exception:  # unreadable (another cgjax version): recompute the step
+        return None
 
 
 def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes, seconds, figs, source) -> dict:
@@ -407,7 +536,10 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
         pv.dcr.to_csv(out / "privacy_dcr.csv", index=False)
         metrics["privacy"] = _records(pv.table)
         metrics["privacy_dcr"] = _records(pv.dcr)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    from cgjax._atomic import atomic_file
+
+    with atomic_file(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1))
     return metrics
 
 
