@@ -94,6 +94,7 @@ class ModelSet:
     scalers: dict  # modality -> {"mean": [...], "std": [...]} in the original feature scale
     feature_names: dict[str, list]
     val_metrics: dict[str, dict] = dataclasses.field(default_factory=dict)  # model name -> scores
+    split: dict | None = None  # the train/val/test split trained on (cgjax.data.split.split_record)
 
     def find(self, name: str) -> tuple[Group, int]:
         for g in self.groups.values():

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cgjax import checkpoint
-from cgjax.data import Cohort, Scalers, apply_scalers, fit_scalers, invert_scalers, split_cohort
+from cgjax.data import Cohort, Scalers, apply_scalers, fit_scalers, invert_scalers
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.ensemble import ArchConfig, ModelSet, TrainingRun, new_training_run, sample_target, train_model_set
@@ -24,10 +24,13 @@ from cgjax.errors import CgjaxError, CheckpointError, CohortError
 from cgjax.sampling.coherent import RejectionConfig, SolverConfig
 
 
-def split_and_scale(cohort: Cohort, *, split_seed: int = 42) -> tuple[Cohort, Cohort, Scalers]:
+def split_and_scale(cohort: Cohort, *, split_seed: int = 42, record: bool = False):
     """Split (unless the cohort fixes its own split), fit scalers on train, and return the scaled
-    train and validation cohorts with the scalers."""
-    cohort = split_cohort(cohort, seed=split_seed)
+    train and validation cohorts with the scalers (and, with ``record``, the split's description
+    :func:`cgjax.data.split.split_record`, stored in checkpoints)."""
+    from cgjax.data.split import split_record
+
+    cohort, rec = split_record(cohort, seed=split_seed)
     counts = cohort.clinical["split"].value_counts()
     if counts.get("train", 0) == 0:
         raise CohortError(f"{cohort.source}: the training split is empty")
@@ -36,7 +39,8 @@ def split_and_scale(cohort: Cohort, *, split_seed: int = 42) -> tuple[Cohort, Co
                           "only; the cohort needs more samples that have every modality)")
     train, val = cohort.split("train"), cohort.split("val")
     scalers = fit_scalers(train)
-    return apply_scalers(train, scalers), apply_scalers(val, scalers), scalers
+    scaled = apply_scalers(train, scalers), apply_scalers(val, scalers), scalers
+    return (*scaled, rec) if record else scaled
 
 
 def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConfig(),
@@ -45,16 +49,20 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
     """Train every single- and multi-condition model of ``cohort``; checkpoint to ``out`` at every
     validation. With ``resume`` and a checkpoint already at ``out`` from the same configuration,
     training continues from it."""
-    train_c, val_c, scalers = split_and_scale(cohort, split_seed=split_seed)
+    if out is not None:  # before any work: never train for an hour and then find --out unwritable
+        checkpoint.check_output(out)
+    train_c, val_c, scalers, split = split_and_scale(cohort, split_seed=split_seed, record=True)
     run = None
-    if out is not None and resume and Path(out).exists():
+    if out is not None and resume and (Path(out) / checkpoint.META_FILE).exists():
         try:
             run = checkpoint.load_run(out)
-        except CheckpointError:
-            run = None
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; cannot resume from it: choose another --out or pass --no-resume to "
+                                  "overwrite it") from None
         if run is not None:
             ms = run.model_set
             same = (ms.arch == arch and ms.schedule_cfg == schedule_cfg and ms.dims == train_c.dims()
+                    and (ms.split is None or ms.split == split)
                     and dataclasses.replace(ms.train_cfg, epochs=0) == dataclasses.replace(train_cfg, epochs=0))
             if not same:
                 raise CgjaxError(f"{out}: holds a checkpoint trained with another configuration or cohort; "
@@ -66,6 +74,7 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
         run = new_training_run(train_c.data, train_c.masks, modalities=train_c.modalities, dims=train_c.dims(),
                                arch=arch, schedule_cfg=schedule_cfg, train_cfg=train_cfg,
                                scalers=scalers.to_dict(), feature_names=train_c.feature_names)
+        run.model_set.split = split
     on_validation = (lambda r: checkpoint.save(out, r.model_set, r)) if out is not None else None
     run = train_model_set(run, train_c.data, train_c.masks, val_c.data, val_c.masks, progress=progress,
                           on_validation=on_validation)
@@ -76,9 +85,11 @@ def scaled_inputs(ms: ModelSet, cohort: Cohort) -> dict[str, np.ndarray]:
     """The cohort's modalities in the models' standardised space, NaN rows where absent. Checks
     every modality against the models (name and width); modalities the models know but the cohort
     lacks are simply absent for every row."""
-    from cgjax.data import check_modalities
+    from cgjax.data import align_features, check_modalities
 
-    check_modalities(cohort, ms.dims, where=f"models trained on {list(ms.modalities)}")
+    where = f"models trained on {list(ms.modalities)}"
+    check_modalities(cohort, ms.dims, where=where)
+    cohort = align_features(cohort, ms.feature_names, where=where)  # match columns by name, not position
     scalers = Scalers.from_dict(ms.scalers)
     out = {}
     for m in ms.modalities:

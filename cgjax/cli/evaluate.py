@@ -40,6 +40,10 @@ def cmd_evaluate(args) -> int:
         raise CgjaxError("--runs must be >= 1")
     ms = checkpoint.load(args.checkpoint)
     cohort = read_cohort(args.cohort)
+    if ms.split is None:
+        from cgjax.data.split import apply_split_record
+
+        print(f"note: {apply_split_record(cohort, None)[1][0]}")
     metrics = evaluate(ms, cohort, args.out, cfg, oracle=args.oracle, progress=not args.quiet)
     out = Path(args.out)
     print(f"report: {out / 'report.md'}; metrics: {out / 'metrics.json'}; figures in {out / 'figures'} "

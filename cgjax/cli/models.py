@@ -102,7 +102,8 @@ def cmd_train(args) -> int:
     cohort = read_cohort(args.cohort)
     with distributed.data_parallel() if (args.distributed or several) else contextlib.nullcontext():
         ms = pipeline.train(cohort, args.out, arch=arch, schedule_cfg=sched, train_cfg=train,
-                            resume=not args.no_resume, progress=not args.quiet and distributed.is_primary())
+                            resume=not args.no_resume, progress=not args.quiet and distributed.is_primary(),
+                            split_seed=args.split_seed)
     print(f"trained {sum(len(g.specs) for g in ms.groups.values())} models; checkpoint in {args.out}")
     return 0
 
@@ -199,6 +200,9 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--timesteps", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--split-seed", type=int, default=42,
+                   help="seed of the train/val/test split when the cohort has no split column (default 42); "
+                        "recorded in the checkpoint, which 'cgjax evaluate' reuses")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint")
     p.add_argument("--distributed", action="store_true",
                    help="start jax.distributed (automatic under srun) and train data-parallel over every device")

@@ -18,10 +18,11 @@ raises :class:`cgjax.errors.CohortError` whose message names the file, the sampl
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ CLINICAL_NAME = "clinical"
 # (float32 needs at most 9; the parse goes via float64, which is far from any float32 rounding tie).
 FLOAT32_FORMAT = "%.9g"
 
-__all__ = ["read_cohort", "write_cohort", "check_modalities", "describe_cohort", "describe_modalities",
+__all__ = ["read_cohort", "write_cohort", "check_modalities", "align_features", "describe_cohort", "describe_modalities",
            "TABLE_SUFFIXES", "FORMATS"]
 
 
@@ -208,7 +209,8 @@ def _numeric_matrix(feats: pd.DataFrame, ids: np.ndarray, f: Path) -> np.ndarray
     if partial.any():
         r = int(np.flatnonzero(partial)[0])
         j = int(np.flatnonzero(~finite[r])[0])
-        raise CohortError(f"{f}: sample '{ids[r]}', column '{feats.columns[j]}': value {x64[r, j]} in a row that "
+        what = "empty cell (missing value)" if np.isnan(x64[r, j]) else f"value {x64[r, j]}"
+        raise CohortError(f"{f}: sample '{ids[r]}', column '{feats.columns[j]}': {what} in a row that "
                           f"is otherwise present (partially filled rows are not allowed; impute the value or "
                           f"leave the whole row empty)")
     with np.errstate(over="ignore"):
@@ -441,6 +443,54 @@ def check_modalities(cohort: Cohort, expected: Mapping[str, int], where: str) ->
         if int(expected[m]) != d:
             raise CohortError(f"{cohort.source}: modality '{m}' has {d} features but {where} expects "
                               f"{int(expected[m])}")
+
+
+def align_features(cohort: Cohort, feature_names: Mapping[str, Sequence], where: str) -> Cohort:
+    """The cohort with each modality's columns in the order of ``feature_names`` (what a model was
+    trained on), matched by name: a table whose columns are the same names in another order is
+    reordered; one with a name the model does not know (renamed, or from another panel) is refused.
+
+    Args:
+      cohort: the cohort (already checked with :func:`check_modalities`, or not: widths are checked).
+      feature_names: modality -> the D_m feature names in the model's order. A modality absent
+        from it, or with no names recorded, is left as it is.
+      where: what expects them, named in the message.
+
+    Raises:
+      CohortError: naming the modality, its file and the first offending column.
+    """
+    data, names = dict(cohort.data), dict(cohort.feature_names)
+    for m, have in cohort.feature_names.items():
+        want = [str(n) for n in (feature_names.get(m) or [])]
+        have = [str(n) for n in have]
+        if not want or have == want:
+            continue
+        file = _modality_source(cohort, m)
+        known = set(want)
+        extra = next((n for n in have if n not in known), None)
+        if extra is not None:
+            raise CohortError(f"{file}: modality '{m}': column '{extra}' is not a feature of {where} "
+                              f"(expected {len(want)} features such as '{want[0]}')")
+        present = set(have)
+        lacking = next((n for n in want if n not in present), None)
+        if lacking is not None or len(have) != len(want):
+            raise CohortError(f"{file}: modality '{m}': column '{lacking}' of {where} is missing")
+        order = pd.Index(have).get_indexer(want)
+        data[m], names[m] = cohort.data[m][:, order], want
+    return dataclasses.replace(cohort, data=data, feature_names=names)
+
+
+def _modality_source(cohort: Cohort, m: str) -> str:
+    """The file a modality was read from (for messages): the table of a cohort directory, the
+    ``mod/<m>`` of a .h5mu file, else the cohort's source."""
+    src = Path(str(cohort.source))
+    if src.is_dir():
+        tables, _ = _cohort_files(src)
+        if m in tables:
+            return str(tables[m])
+    if src.suffix.lower() == ".h5mu":
+        return f"{src}[mod/{m}]"
+    return str(cohort.source)
 
 
 def describe_modalities(cohort: Cohort) -> pd.DataFrame:

@@ -25,7 +25,7 @@ import pandas as pd
 from cgjax.data.cohort import Cohort
 from cgjax.errors import CohortError
 
-__all__ = ["split_cohort", "split_counts", "Scalers", "fit_scalers", "apply_scalers", "invert_scalers"]
+__all__ = ["split_cohort", "split_counts", "split_record", "apply_split_record", "Scalers", "fit_scalers", "apply_scalers", "invert_scalers"]
 
 PAPER_FRACTIONS = (0.80, 0.05, 0.15)
 
@@ -110,6 +110,61 @@ def split_cohort(cohort: Cohort, *, seed: int = 42, fractions=PAPER_FRACTIONS, f
     clinical = cohort.clinical.copy()
     clinical["split"] = split
     return dataclasses.replace(cohort, clinical=clinical)
+
+
+def _ids_digest(ids) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode("utf-8")).hexdigest()
+
+
+def split_record(cohort: Cohort, *, seed: int = 42, fractions=PAPER_FRACTIONS) -> dict:
+    """Split ``cohort`` as :func:`split_cohort` does and describe that split so that it can be
+    reproduced later (it is stored in checkpoints): ``{"source": "cohort" (the cohort's own
+    complete split column) | "split_cohort", "seed", "fractions", "counts": {split: n},
+    "sha256": {split: digest of the sorted sample ids}}``. Returns ``(split cohort, record)``."""
+    own = "split" in cohort.clinical.columns and cohort.clinical["split"].notna().all()
+    cohort = split_cohort(cohort, seed=seed, fractions=fractions)
+    split = np.asarray(cohort.label("split"), dtype=object)
+    record = {"source": "cohort" if own else "split_cohort", "seed": int(seed),
+              "fractions": [float(f) for f in fractions],
+              "counts": {s: int((split == s).sum()) for s in ("train", "val", "test")},
+              "sha256": {s: _ids_digest(cohort.sample_ids[split == s]) for s in ("train", "val", "test")}}
+    return cohort, record
+
+
+def apply_split_record(cohort: Cohort, record: Mapping | None) -> tuple[Cohort, list[str]]:
+    """Give ``cohort`` the split a model set was trained with (``record`` from :func:`split_record`,
+    as stored in its checkpoint). Returns the split cohort and notes saying what was done: with no
+    record (a checkpoint written before checkpoints recorded their split) the cohort's own complete ``split``
+    column is used, else ``split_cohort(seed=42)`` with the paper's fractions, which is what
+    training did by default; a cohort whose split differs from the recorded one is noted."""
+    if record is None:
+        own = "split" in cohort.clinical.columns and cohort.clinical["split"].notna().all()
+        if own:
+            return cohort, ["Split: the checkpoint records no split (written by an older cgjax); assumed the "
+                            "cohort's own `split` column, which training used when present."]
+        return split_cohort(cohort, seed=42, force=True), [
+            "Split: the checkpoint records no split (written by an older cgjax) and the cohort has no complete "
+            "`split` column; assumed `split_cohort(seed=42)` with the paper's fractions, the training default. "
+            "If the models were trained with another split, test rows may have been seen in training."]
+    if record["source"] == "cohort":
+        if "split" not in cohort.clinical.columns or not cohort.clinical["split"].notna().all():
+            raise CohortError(f"{cohort.source}: the models were trained on the cohort's own split column, which "
+                              f"this cohort lacks; give the cohort file the models were trained on")
+        notes = ["Split: the cohort's own `split` column (as in training)."]
+    else:
+        cohort = split_cohort(cohort, seed=record["seed"], fractions=tuple(record["fractions"]), force=True)
+        notes = [f"Split: `split_cohort(seed={record['seed']}, fractions={tuple(record['fractions'])})`, as recorded "
+                 f"in the checkpoint."]
+    split = np.asarray(cohort.label("split"), dtype=object)
+    changed = [s for s in ("train", "val", "test")
+               if _ids_digest(cohort.sample_ids[split == s]) != record.get("sha256", {}).get(s)]
+    if changed:
+        notes.append(f"WARNING: the {'/'.join(changed)} samples differ from those the models were trained with "
+                     f"(the cohort has changed since): recorded {record.get('counts')}, now "
+                     f"{ {s: int((split == s).sum()) for s in ('train', 'val', 'test')} }.")
+    return cohort, notes
 
 
 # ------------------------------------------------------------------------------------------------
