@@ -50,7 +50,8 @@ def check_replaceable(path, marker: str, what: str) -> Path:
     return path
 
 
-def _mkdir(path: Path) -> None:
+def make_directory(path: Path) -> None:
+    """``mkdir -p``, failing with one line (OutputError) naming what is in the way."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -65,7 +66,7 @@ def probe_writable(path) -> None:
     directories and a temporary sibling, then removes the latter. For writers that would otherwise
     find out only after hours of work."""
     path = Path(path).absolute()
-    _mkdir(path.parent)
+    make_directory(path.parent)
     try:
         os.rmdir(tempfile.mkdtemp(prefix=path.name + ".probe-", dir=path.parent))
     except OSError as e:
@@ -83,7 +84,7 @@ def atomic_directory(path, *, marker: str, what: str):
     is in place (for an instant as ``<name>.old-<pid>``) and then deleted.
     """
     path = check_replaceable(path, marker, what)
-    _mkdir(path.parent)
+    make_directory(path.parent)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
     except OSError as e:
@@ -112,7 +113,7 @@ def atomic_file(path):
     A kill inside the block leaves no file at ``path`` (a previous one stays intact); an exception
     removes the temporary file."""
     path = Path(path)
-    _mkdir(path.parent)
+    make_directory(path.parent)
     tmp = path.with_name(f".{path.name}.writing")
     try:
         yield tmp
@@ -131,7 +132,7 @@ def claim_output_dir(path, marker: str, what: str, info: dict) -> Path:
     ``info``. Used by writers that put several files into one directory (imputations, evaluation
     reports), each file then written with :func:`atomic_file`."""
     path = check_replaceable(path, marker, what)
-    _mkdir(path)
+    make_directory(path)
     with atomic_file(path / marker) as tmp:
         write_json_synced(tmp, {"kind": what, **info}, indent=1, default=str)
     return path

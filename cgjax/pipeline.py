@@ -7,7 +7,6 @@ These wire the library together for the CLI and the experiment scripts: split an
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -190,23 +189,18 @@ def _write_parts(out_dir, name: str, frames, index: int, count: int, empty: pd.D
 
     from cgjax import distributed
 
+    from cgjax._atomic import atomic_file
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / f"{name}.parquet" if count == 1 and merge else distributed.part_path(out_dir, name, index, count)
-    tmp = dest.with_name(f".{dest.name}.writing")
     frames = iter(frames)
     first = next(frames, None)
-    try:
-        if first is None:  # a process with no rows still writes its (empty) part
-            first = empty
-        schema = pa.Schema.from_pandas(first, preserve_index=False)
-        schema = schema.set(schema.get_field_index("sample_id"), pa.field("sample_id", pa.string()))
-        with pq.ParquetWriter(tmp, schema) as writer:
-            writer.write_table(pa.Table.from_pandas(first, schema=schema, preserve_index=False))
-            for df in frames:
-                writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    if first is None:  # a process with no rows still writes its (empty) part
+        first = empty
+    schema = pa.Schema.from_pandas(first, preserve_index=False)
+    schema = schema.set(schema.get_field_index("sample_id"), pa.field("sample_id", pa.string()))
+    with atomic_file(dest) as tmp, pq.ParquetWriter(tmp, schema) as writer:  # a kill leaves no partial file
+        writer.write_table(pa.Table.from_pandas(first, schema=schema, preserve_index=False))
+        for df in frames:
+            writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
     return dest

@@ -25,6 +25,9 @@ QUICK_SAMPLES = 10000
 # timestep is the ancestral sampler with the posterior variance beta_tilde_t instead; measured on the
 # quickstart models it brings the output variance to the oracle's (experiments/RESULTS.md).
 QUICK_SOLVER_ARGS = ("ddim", None, 1.0)
+# Written into every `cgjax impute --out` directory: only such a directory (or an empty or absent
+# one) is written into, so that --out can never overwrite a cohort's own tables.
+IMPUTE_MARKER = "cgjax_imputation.json"
 
 
 def load_config(path: str | None) -> dict:
@@ -110,6 +113,7 @@ def cmd_train(args) -> int:
 
 def cmd_impute(args) -> int:
     from cgjax import checkpoint, pipeline
+    from cgjax._atomic import atomic_file
     from cgjax.data import read_cohort
     from cgjax.sampling.coherent import RejectionConfig
 
@@ -128,6 +132,12 @@ def cmd_impute(args) -> int:
     rejection = RejectionConfig(enabled=not args.no_rejection, max_fraction=args.reject_fraction,
                                 max_attempts=args.max_attempts)
     out = Path(args.out)
+    if distributed.is_primary():  # never write into a directory of something else (e.g. the cohort)
+        from cgjax._atomic import claim_output_dir
+
+        claim_output_dir(out, IMPUTE_MARKER, "cgjax imputation directory",
+                         {"checkpoint": str(args.checkpoint), "cohort": str(args.cohort), "method": args.method,
+                          "replicates": args.replicates, "seed": args.seed})
     # without --decode the tables stream to OUT chunk by chunk (per-process parts merged by process 0)
     tables = pipeline.impute(ms, cohort, method=args.method, replicates=args.replicates, seed=args.seed,
                              rejection=rejection, weighting=args.weighting, solver=solver_from_args(args),
@@ -135,13 +145,13 @@ def cmd_impute(args) -> int:
                              mesh="auto", out_dir=None if embedding is not None else out)
     if embedding is not None:
         tables = decode_imputations(tables, embedding)
-    out.mkdir(parents=True, exist_ok=True)
     for m, df in tables.items():
         if isinstance(df, Path):
             if distributed.is_primary():
                 print(f"{m}: {args.replicates} replicates -> {df}")
             continue
-        df.to_parquet(out / f"{m}.parquet", index=False)
+        with atomic_file(out / f"{m}.parquet") as tmp:  # a kill leaves no partial table at the path
+            df.to_parquet(tmp, index=False)
         print(f"{m}: {df['sample_id'].nunique()} samples x {args.replicates} replicates -> {out / (m + '.parquet')}")
     if not tables:
         print("nothing to impute: every sample has every modality")

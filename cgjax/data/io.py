@@ -29,6 +29,7 @@ import pandas as pd
 
 from cgjax.data.cohort import (CLINICAL_COLUMNS, Cohort, check_clinical_values, from_arrays,
                                normalise_clinical)
+from cgjax._atomic import make_directory
 from cgjax.errors import CohortError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
@@ -366,7 +367,7 @@ def _write_directory(cohort: Cohort, directory: Path, fmt: str, overwrite: bool)
                               f"(CLI: --overwrite) to replace it")
         for f in old:
             f.unlink()
-    directory.mkdir(parents=True, exist_ok=True)
+    make_directory(directory)
     suffix = "." + fmt
     for m in cohort.modalities:
         mask = cohort.masks[m]
@@ -415,7 +416,7 @@ def _write_h5mu(cohort: Cohort, f: Path, overwrite: bool) -> Path:
             if col.dtype == object:  # str with None: store as categorical (h5 cannot hold mixed objects)
                 col = pd.Categorical(col.where(col.notna(), None))
             mdata.obs[c] = col
-        f.parent.mkdir(parents=True, exist_ok=True)
+        make_directory(f.parent)
         tmp = f.with_name(f".{f.name}.tmp.h5mu")
         mdata.write(tmp)
     os.replace(tmp, f)
