@@ -2,9 +2,9 @@
 
 For modalities {m_1..m_P} cgjax trains
   * a single-condition model ``<target>_from_<source>`` for every ordered pair (P (P - 1) models),
-    on the train rows that have both (REFERENCE.md 3.4), and
+    on the train rows that have both (docs/reference.md 3.4), and
   * a multi-condition model ``<target>_from_multi`` per target, on the rows that have the target,
-    its absent conditions zeroed and masked (REFERENCE 3.4, masks aligned with their rows).
+    its absent conditions zeroed and masked (docs/reference.md 3.4, masks aligned with their rows).
 Models of the same shape form a *group* and are trained together as one stacked program
 (:mod:`cgjax.diffusion.train`). Everything here works in the standardised space of the train
 scalers; :mod:`cgjax.pipeline` converts to and from the cohort's original scale.
@@ -174,7 +174,7 @@ def _member_sampler(dcfg: denoiser.DenoiserConfig, schedule_cfg: ScheduleConfig)
 
 def validate_group(group: Group, schedule_cfg: ScheduleConfig, val: GroupData, replicates: int, key):
     """Sample every model's validation rows ``replicates`` times (all conditions present, as the
-    reference validates, REFERENCE 3.2) and score the samples. Returns dict of f64[M] arrays:
+    reference validates, docs/reference.md 3.2) and score the samples. Returns dict of f64[M] arrays:
     mse (mean squared error over replicates, rows and features; the reference's selection score),
     energy (mean energy score per row over the replicates; only with replicates >= 2), r2 (pooled R2
     of the samples)."""
@@ -208,7 +208,7 @@ def _ensemble_sampler(dcfg, schedule_cfg, rejection, return_distance, solver):
 
 
 def ensemble_weights(scores: np.ndarray, weighting: str | Sequence[float]) -> np.ndarray:
-    """Base weights of M models from their validation MSEs (REFERENCE 4.1, 6.1).
+    """Base weights of M models from their validation MSEs (docs/reference.md 4.1, 6.1).
 
     ``inverse_mse`` (paper, default): w_i = (1/mse_i) / sum_j (1/mse_j); ``softmax_inverse_mse``
     (reference code): softmax(1/mse); ``uniform``; or explicit weights (normalised)."""
@@ -359,7 +359,7 @@ def sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], *,
     given: modality -> f32[N, D] in the standardised scale, NaN rows where the row lacks it
       (a modality left out of ``given`` is absent for every row; the target itself is ignored).
     unconditional: sample with no condition at all (multi: every condition masked; coherent and
-      single: the single models fed all-zero conditions, as the reference does, REFERENCE 5.7).
+      single: the single models fed all-zero conditions, as the reference does, docs/reference.md 5.7).
     row_offset, n_total: index of the first row within, and size of, the whole batch these rows are a
       chunk of, so that every chunk draws the same noise as the whole batch would (row r of
       replicate k has id k * n_total + row_offset + r).

@@ -11,7 +11,7 @@ Implementations timed:
     condition projections precomputed; :mod:`cgjax.sampling.algebra`).
   * ``cgjax_plain``: the same jitted scan evaluating the network as trained (no algebra).
   * ``cgjax_<solver>_K``: the accelerated solver on K of the T steps (``--solver``, ``--solver-steps``).
-  * ``torch_eager``: the reference's structure (REFERENCE.md 7): a Python loop over the T steps, over
+  * ``torch_eager``: the reference's structure (docs/reference.md 7): a Python loop over the T steps, over
     the M models (one forward each: concatenations, Linear, BatchNorm1d in eval mode, ReLU) and over
     the model pairs for ``F.cosine_similarity``; default torch threads, eager, ``torch.no_grad``.
   * ``torch_tuned``: the same loop under ``torch.inference_mode``, threads = physical cores, denormals
@@ -171,7 +171,7 @@ def run_rounds(timers: dict, rounds: int) -> dict:
 # ---- the PyTorch baseline -----------------------------------------------------------------------
 
 def torch_baseline(torch, cfg: denoiser.DenoiserConfig):
-    """A norm_mlp module written as the reference writes it (REFERENCE 2.3-2.5): concatenated inputs,
+    """A norm_mlp module written as the reference writes it (docs/reference.md 2.3-2.5): concatenated inputs,
     one Linear per layer, BatchNorm1d (eval), ReLU, time embedding re-concatenated."""
     nn = torch.nn
 
@@ -232,7 +232,7 @@ def load_torch_models(torch, cfg, params, stats):
 
 
 def make_torch_step(torch, models, weights_row, schedule: Schedule, threshold: float = 1.0):
-    """One reverse step as the reference's coherent sampler does it (REFERENCE 4.2-4.3): every model's
+    """One reverse step as the reference's coherent sampler does it (docs/reference.md 4.2-4.3): every model's
     forward, the weighted consensus, the pair-weighted cosine distance (a loop over pairs) and the
     ancestral update. ``weights_row``: the M weights (shared by all rows, as in the reference)."""
     F_ = torch.nn.functional

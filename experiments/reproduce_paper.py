@@ -9,7 +9,7 @@
 
 Writes OUT/cohort (the cohort with its split), OUT/checkpoint (the models; an existing one from the
 same configuration is resumed, or reused as is with --skip-train) and OUT/eval (report.md,
-metrics.json, CSVs, figures/). The paper's hyper-parameters (REFERENCE.md 8.1): T = 1000 linear
+metrics.json, CSVs, figures/). The paper's hyper-parameters (docs/reference.md 8.1): T = 1000 linear
 betas, norm_mlp denoisers (hidden 512, 5 layers, time embedding 128, condition embedding 32), Adam
 1e-3, batch 128, 20,000 epochs, validation every 200 epochs on 5 replicates, selection by
 validation MSE; evaluation with 10 replicates and 10 runs, 500-tree forests (``--protocol

@@ -17,7 +17,7 @@ def test_schedule_matches_float64_numpy():
     abar = np.cumprod(1.0 - betas)
     np.testing.assert_allclose(np.asarray(s.betas), betas, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(s.alpha_bars), abar, rtol=2e-6)
-    # the values REFERENCE.md 2.1 quotes
+    # the values docs/reference.md 2.1 quotes
     assert abs(float(s.alpha_bars[0]) - 0.9999) < 1e-7
     assert abs(float(s.alpha_bars[499]) - 0.0786) < 5e-4
     assert abs(float(s.alpha_bars[999]) - 4.04e-5) < 1e-7

@@ -47,7 +47,7 @@ def fitted(data):
 
 # ---- architecture -----------------------------------------------------------------------------
 def test_hidden_sizes_match_hand_computation():
-    # REFERENCE.md 1.6 examples
+    # docs/reference.md 1.6 examples
     assert hidden_sizes(400, 32, 2, 1.0) == (113, 32)  # floor(400 * 0.08 ** 0.5) = floor(113.1)
     assert hidden_sizes(16000, 32, 3, 1.0) == (2015, 253, 32)  # 16000 * 0.002 ** (1/3) = 2015.9
     assert hidden_sizes(25000, 32, 2, 3.0) == (126, 32)  # f = 0.5 ** (1/3) = 0.7937
@@ -254,7 +254,7 @@ def test_fit_embedding_picks_methods_and_layouts():
     assert emb["wsi"].method == "pca" and emb["wsi"].latent_names == ["pc1", "pc2"]
     assert emb["wsi"].feature_names == [str(j) for j in range(8)]
     assert emb["cna"].latent_names == ["x", "y", "z"] and emb["cna"].info["n_train"] == 20
-    assert EmbeddingOptions().ae_config("cna", 25000).hidden == (126, 32)  # REFERENCE.md 8.2 layouts
+    assert EmbeddingOptions().ae_config("cna", 25000).hidden == (126, 32)  # docs/reference.md 8.2 layouts
     assert EmbeddingOptions().ae_config("rnaseq", 16000).hidden == (2015, 253, 32)
     assert EmbeddingOptions().ae_config("mirna", 400).hidden == (113, 32)
     with pytest.raises(CgjaxError, match="unknown embedding method 'umap'"):

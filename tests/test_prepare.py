@@ -106,7 +106,7 @@ def test_prepare_writes_a_cohort_of_latents_with_its_split_and_embedding(prepare
     clin = cohort.clinical
     assert set(clin["split"]) == {"train", "val", "test"} and set(clin["cancer_type"]) == {"AAA", "BBB"}
     assert clin["stage"].isna().sum() == 2 * 6 and clin["os_event"].notna().all()
-    # val and test only from complete samples (REFERENCE.md 1.4); 'cgjax train' keeps this split
+    # val and test only from complete samples (docs/reference.md 1.4); 'cgjax train' keeps this split
     assert cohort.complete()[clin["split"].to_numpy() != "train"].all()
     assert split_cohort(cohort) is cohort
     raw = read_xena(raw_dir)
@@ -114,7 +114,7 @@ def test_prepare_writes_a_cohort_of_latents_with_its_split_and_embedding(prepare
     emb = load_embedding(prepared_dir / "embedding")
     assert emb["rppa"].feature_names == [f"PROT{j}" for j in range(12)]
     assert len(emb["rnaseq"].feature_names) == 35  # 5 silent genes filtered out
-    # REFERENCE.md 8.2, 3 layers for RNA-seq: 35 (3/35)^(1/3) = 15.4, 35 (3/35)^(2/3) = 6.8
+    # docs/reference.md 8.2, 3 layers for RNA-seq: 35 (3/35)^(1/3) = 15.4, 35 (3/35)^(2/3) = 6.8
     assert emb["rnaseq"].model.config.hidden == (15, 6, 3)
     assert emb["rppa"].model.config.hidden == (6, 3)  # 12 (3/12)^(1/2) = 6
     assert emb["cna"].method == "pca" and emb["cna"].latent_names == ["pc1", "pc2", "pc3"]

@@ -316,7 +316,7 @@ def test_read_xena_sample_in_two_cohorts(tmp_path):
 
 
 # ---- miniACC (real files) ---------------------------------------------------------------------
-@pytest.mark.skipif(not MINIACC.is_dir(), reason="shared/data/miniacc not available")
+@pytest.mark.skipif(not MINIACC.is_dir(), reason="no miniACC CSV export beside the checkout (the packaged copy: test_miniacc.py)")
 def test_read_miniacc_real_files():
     raw = read_miniacc(MINIACC)
     shapes = {m: df.shape for m, df in raw.modalities.items()}

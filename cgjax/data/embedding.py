@@ -1,10 +1,10 @@
-"""Per-modality embeddings: autoencoders for omics, StandardScaler + PCA for slides (REFERENCE.md 1.6-1.7).
+"""Per-modality embeddings: autoencoders for omics, StandardScaler + PCA for slides (docs/reference.md 1.6-1.7).
 
 The diffusion models work on small latents (32-d in the paper), one per modality. This module
 fits the maps between the preprocessed feature space (genes, proteins, slide dimensions) and those
 latents, on training rows only, keeps them, and maps imputed latents back to features.
 
-Autoencoder (REFERENCE.md 1.6, 8.2), input dim D, latent d, ``n_layers`` L, ``shrink_exponent`` s:
+Autoencoder (docs/reference.md 1.6, 8.2), input dim D, latent d, ``n_layers`` L, ``shrink_exponent`` s:
 
     h_i = max(floor(D (d / D) ** ((i / L) ** (1 / s))), d),  i = 1..L        (so h_L = d)
     encoder: [Linear(h_i) -> BatchNorm -> ReLU] for i = 1..L, then Linear(d)        (the latent)
@@ -15,7 +15,7 @@ early stopping with patience 10 on the validation loss, restoring the best state
 compiled ``lax.scan`` over its optimiser steps, and ``epochs_per_call`` epochs (with their
 validation and the early-stopping bookkeeping) are one compiled call.
 
-WSI (REFERENCE.md 1.7): StandardScaler then PCA(d, random_state=42), both fitted on train slides.
+WSI (docs/reference.md 1.7): StandardScaler then PCA(d, random_state=42), both fitted on train slides.
 
 A fitted :class:`Embedding` is saved as a directory (``embedding.json`` + one ``.npz`` per modality),
 written atomically like :mod:`cgjax.checkpoint`; ``cgjax prepare`` puts it in
@@ -45,7 +45,7 @@ META_FILE = "embedding.json"
 EMBEDDING_DIR = "embedding"  # the embedding's place inside a prepared cohort directory
 METHODS = ("autoencoder", "pca", "none")
 
-# REFERENCE.md 8.2: (n_layers, shrink_exponent) per modality; other modalities get DEFAULT_LAYOUT.
+# docs/reference.md 8.2: (n_layers, shrink_exponent) per modality; other modalities get DEFAULT_LAYOUT.
 AE_LAYOUTS = {"rnaseq": (3, 1.0), "rppa": (2, 1.0), "cna": (2, 3.0)}
 DEFAULT_LAYOUT = (2, 1.0)
 
@@ -59,7 +59,7 @@ __all__ = ["AEConfig", "AutoEncoder", "make_autoencoder", "FittedAutoencoder", "
 # Autoencoder
 # ---------------------------------------------------------------------------------------------
 def hidden_sizes(input_dim: int, latent_dim: int, n_layers: int, shrink_exponent: float = 1.0) -> tuple[int, ...]:
-    """Widths h_1..h_L of the encoder's hidden blocks (REFERENCE.md 1.6).
+    """Widths h_1..h_L of the encoder's hidden blocks (docs/reference.md 1.6).
 
     h_i = max(floor(D (d/D)^f_i), d) with f_i = (i/L)^(1/s): geometric interpolation from D to d,
     pulled towards d early when s > 1 (CNA uses s = 3). E.g. D = 400, d = 32, L = 2 -> (113, 32);
@@ -74,7 +74,7 @@ def hidden_sizes(input_dim: int, latent_dim: int, n_layers: int, shrink_exponent
 
 @dataclasses.dataclass(frozen=True)
 class AEConfig:
-    """One modality's autoencoder and its training (defaults: REFERENCE.md 8.2).
+    """One modality's autoencoder and its training (defaults: docs/reference.md 8.2).
 
     Attributes:
       input_dim: D, features of the modality. latent_dim: d.
@@ -85,7 +85,7 @@ class AEConfig:
       epochs_per_call: epochs compiled into one call (only speed; results do not depend on it).
       seed: initialisation and shuffling.
       standardize: train on features standardised with the training rows' mean and std (and undo
-        it when decoding). The reference trains on the raw values (REFERENCE.md 6.23), which
+        it when decoding). The reference trains on the raw values (docs/reference.md 6.23), which
         weights features by their variance and, with few rows, leaves the autoencoder mostly
         learning feature means; off by default.
     """
@@ -143,7 +143,7 @@ class _MLP(nn.Module):
 
 
 class AutoEncoder(nn.Module):
-    """The autoencoder of REFERENCE.md 1.6: encoder widths ``hidden`` then a linear latent, and the
+    """The autoencoder of docs/reference.md 1.6: encoder widths ``hidden`` then a linear latent, and the
     mirrored decoder. ``train`` selects BatchNorm's mode (batch statistics vs running averages)."""
 
     input_dim: int
@@ -337,11 +337,11 @@ def _epoch_indices(seed: int, first: int, n_epochs: int, n_train: int, batch: in
 
 
 def fit_autoencoder(train_x, val_x, config: AEConfig, *, progress: bool = False, name: str = "") -> FittedAutoencoder:
-    """Train an autoencoder on ``train_x`` with early stopping on ``val_x`` (REFERENCE.md 1.6).
+    """Train an autoencoder on ``train_x`` with early stopping on ``val_x`` (docs/reference.md 1.6).
 
     Gradients see the training rows only; ``val_x`` decides when to stop and which epoch's state is
     kept (the one with the lowest validation loss). Unlike the reference, the best state is also
-    restored when training runs to ``max_epochs`` without stopping (REFERENCE.md 6.23). The result
+    restored when training runs to ``max_epochs`` without stopping (docs/reference.md 6.23). The result
     depends on ``config.seed`` only (not on ``epochs_per_call``).
 
     Args:
@@ -407,7 +407,7 @@ def fit_autoencoder(train_x, val_x, config: AEConfig, *, progress: bool = False,
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class FittedPCA:
-    """StandardScaler + PCA as plain arrays (REFERENCE.md 1.7).
+    """StandardScaler + PCA as plain arrays (docs/reference.md 1.7).
 
     encode: z = ((x - mean) / scale - pca_mean) @ components.T;  decode: the inverse on the span.
     """
@@ -545,8 +545,8 @@ class EmbeddingOptions:
     Attributes:
       latent_dim: d for every modality (paper 32).
       methods: modality -> ``autoencoder`` / ``pca`` / ``none``; others get ``default_method``.
-        Default: ``wsi`` -> ``pca`` (REFERENCE.md 1.7), everything else an autoencoder.
-      layouts: modality -> (n_layers, shrink_exponent); default REFERENCE.md 8.2 (others
+        Default: ``wsi`` -> ``pca`` (docs/reference.md 1.7), everything else an autoencoder.
+      layouts: modality -> (n_layers, shrink_exponent); default docs/reference.md 8.2 (others
         ``DEFAULT_LAYOUT``).
       batch_size, learning_rate, weight_decay, max_epochs, patience, epochs_per_call, seed,
         standardize: the autoencoders' training (:class:`AEConfig`); the seed of modality i is

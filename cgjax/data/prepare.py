@@ -1,6 +1,6 @@
 """Raw tables -> a cohort of latents the diffusion models train on, plus the maps back to features.
 
-The whole real-data pipeline of the paper (REFERENCE.md 1.2-1.9), with nothing fitted on
+The whole real-data pipeline of the paper (docs/reference.md 1.2-1.9), with nothing fitted on
 validation or test rows:
 
 1. read the raw tables (:func:`cgjax.data.xena.read_xena`, or :func:`read_matrices` for plain
@@ -24,7 +24,7 @@ validation or test rows:
       features/          (optional) the preprocessed feature tables, itself a cohort directory
 
 The latents are not standardised here: ``cgjax train`` fits its standard scalers on the training
-rows (REFERENCE.md 1.8), as for any cohort.
+rows (docs/reference.md 1.8), as for any cohort.
 """
 
 from __future__ import annotations
@@ -441,7 +441,7 @@ def _read_matrix_clinical(f: Path) -> pd.DataFrame:
         st = st.where(~st.isin(NA_TOKENS))
         num = pd.to_numeric(st, errors="coerce")
         text = num.isna() & st.notna()
-        if text.any():  # stage as text ("Stage IIA"): grouped into 1-4 (REFERENCE.md 1.3)
+        if text.any():  # stage as text ("Stage IIA"): grouped into 1-4 (docs/reference.md 1.3)
             num[text] = group_stage(st[text], source=f"{f}: column 'stage'").to_numpy()
         df["stage"] = num
     for col in ("os_time", "os_event"):

@@ -1,4 +1,4 @@
-"""The paper's per-modality preprocessing, as small pure functions (REFERENCE.md 1.3-1.5).
+"""The paper's per-modality preprocessing, as small pure functions (docs/reference.md 1.3-1.5).
 
 Every table is **samples x features** (rows = samples, as returned by :mod:`cgjax.data.xena`).
 Transforms that learn something from data (the RNA gene filter, per-protein RPPA medians, the
@@ -19,18 +19,18 @@ transform               steps
 ``none``                values as they are (e.g. GISTIC calls, slide embeddings)
 ======================  =======================================================================
 
-then for every modality: drop features with >= 10 % missing in train (REFERENCE.md 1.5), impute
+then for every modality: drop features with >= 10 % missing in train (docs/reference.md 1.5), impute
 (KNN k = 5 for RNA and RPPA, median for CNA), fitted on train.
 
 Deviations from the reference (see docs/real_data.md):
 
 - The RNA gene filter is fitted on the training samples only; the reference computes it on all
-  samples of all cohorts *before* the split (REFERENCE.md 1.3, 6.10), which lets val/test rows
+  samples of all cohorts *before* the split (docs/reference.md 1.3, 6.10), which lets val/test rows
   choose the genes.
 - The gene filter threshold is strict (CPM > 1) by default, as the paper says; ``strict=False``
   gives the reference's CPM >= 1.
 - RPPA is centred per protein by default (paper; medians from train rows); ``per_sample`` gives
-  the reference's centring (REFERENCE.md 6.9).
+  the reference's centring (docs/reference.md 6.9).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def log2_cpm1(cpm_df: pd.DataFrame) -> pd.DataFrame:
 
 def filter_genes_cpm(cpm_df: pd.DataFrame, min_cpm: float = 1.0, min_frac: float = 0.20,
                      strict: bool = True) -> pd.Index:
-    """Genes expressed in enough samples (REFERENCE.md 1.3 step 3).
+    """Genes expressed in enough samples (docs/reference.md 1.3 step 3).
 
     A gene is kept iff the number of samples (rows) with CPM > ``min_cpm`` (``strict``, the paper)
     or CPM >= ``min_cpm`` (``strict=False``, the reference code) is >= ``min_frac`` x the number of
@@ -109,7 +109,7 @@ def filter_genes_cpm(cpm_df: pd.DataFrame, min_cpm: float = 1.0, min_frac: float
 def cna_transform(df: pd.DataFrame) -> pd.DataFrame:
     """Absolute copy number -> log2(CN / 2) clipped to [-2, 2]; CN = 0 becomes NaN.
 
-    REFERENCE.md 1.3: homozygous deletions (CN 0) are treated as missing rather than as -inf.
+    docs/reference.md 1.3: homozygous deletions (CN 0) are treated as missing rather than as -inf.
     """
     x = df.astype(np.float64)
     neg = x.to_numpy() < 0
@@ -127,7 +127,7 @@ def rppa_center(df: pd.DataFrame, mode: str = "per_protein",
 
     - ``per_protein`` (paper, default): subtract each protein's (column's) median over the samples
       of ``reference`` (default: ``df`` itself; :func:`preprocess_modalities` passes train rows).
-    - ``per_sample`` (reference code, REFERENCE.md 6.9): subtract each sample's (row's) median over
+    - ``per_sample`` (reference code, docs/reference.md 6.9): subtract each sample's (row's) median over
       its proteins. Needs no fitting; ``reference`` is ignored.
 
     Missing cells are skipped by the medians and stay missing.
@@ -142,7 +142,7 @@ def rppa_center(df: pd.DataFrame, mode: str = "per_protein",
 
 
 # ---------------------------------------------------------------------------------------------
-# Sparse features and imputation (REFERENCE.md 1.5)
+# Sparse features and imputation (docs/reference.md 1.5)
 # ---------------------------------------------------------------------------------------------
 def drop_sparse_features(train_df: pd.DataFrame, max_missing: float = 0.10) -> pd.Index:
     """Columns whose missing fraction over the rows of ``train_df`` is < ``max_missing``.
@@ -212,7 +212,7 @@ _STAGE_GROUP = {"0": 1, "i": 1, "ii": 2, "iii": 3, "iv": 4}
 
 
 def group_stage(series: pd.Series, *, source: str = "stage") -> pd.Series:
-    """AJCC stage text -> group 1-4 (REFERENCE.md 1.3), float with NaN for missing.
+    """AJCC stage text -> group 1-4 (docs/reference.md 1.3), float with NaN for missing.
 
     ``Stage 0`` -> 1 (merged into I); ``Stage I/IA/IB/IS`` -> 1; ``Stage II/IIA/IIB/IIC`` -> 2;
     ``Stage III/IIIA/IIIB/IIIC`` -> 3; ``Stage IV/IVA/IVB/IVC`` -> 4; ``Stage X``, ``Not Reported``,
@@ -483,13 +483,13 @@ def preprocess_modalities(raw: Mapping[str, pd.DataFrame], split: pd.Series,
     only transformed with what was fitted.
 
     Deviation from the reference: the reference computes the RNA gene filter on all samples (all
-    cohorts, before the split, REFERENCE.md 1.3 and 6.10); here it is fitted on train only.
+    cohorts, before the split, docs/reference.md 1.3 and 6.10); here it is fitted on train only.
 
     Args:
       raw: modality -> samples x features DataFrame (index = sample id). A row that is entirely
         NaN means the sample lacks the modality and is dropped. Xena tables come from
         :mod:`cgjax.data.xena`.
-      split: sample id -> ``train`` / ``val`` / ``test``. As in the reference (REFERENCE.md 1.5),
+      split: sample id -> ``train`` / ``val`` / ``test``. As in the reference (docs/reference.md 1.5),
         a sample without a split (absent or NaN) is left out.
       options: :class:`PreprocessOptions` (default: the paper's choices).
 

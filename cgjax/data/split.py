@@ -1,6 +1,6 @@
 """The train/val/test split of a cohort and the per-modality standard scaling.
 
-Split (paper rule, ``REFERENCE.md`` section 1.4, with one deliberate difference): stratified by cancer
+Split (paper rule, `docs/reference.md` section 1.4, with one deliberate difference): stratified by cancer
 type; in a stratum of n samples, n_val = floor(0.05 n) and n_test = floor(0.15 n), both drawn only
 from the *complete* samples (every modality present), val first then test. If the stratum has fewer
 complete samples than n_val + n_test, val = floor(complete * n_val / (n_val + n_test)) and test is

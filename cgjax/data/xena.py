@@ -1,6 +1,6 @@
 """Readers for the raw per-cohort files the paper used, and for the bundled miniACC export.
 
-UCSC Xena GDC hub (REFERENCE.md 1.1-1.3), one set of files per cohort ``TCGA-<C>``:
+UCSC Xena GDC hub (docs/reference.md 1.1-1.3), one set of files per cohort ``TCGA-<C>``:
 
 - ``TCGA-<C>.star_counts.tsv``: STAR gene counts as log2(count + 1), features x samples;
 - ``TCGA-<C>.gene-level_absolute.tsv``: ABSOLUTE gene-level copy number, features x samples;
@@ -11,7 +11,7 @@ UCSC Xena GDC hub (REFERENCE.md 1.1-1.3), one set of files per cohort ``TCGA-<C>
 Matrices are tab-separated, their first column holds the feature ids and the other header cells
 are sample barcodes. Readers return **samples x features** ``float32`` DataFrames indexed by the
 barcode as written in the file; :func:`dedup_trimmed` then re-keys them by the trimmed sample id
-of REFERENCE.md 1.2 (the barcode without its vial letter, one row per sample).
+of docs/reference.md 1.2 (the barcode without its vial letter, one row per sample).
 
 Every problem with a file raises :class:`cgjax.errors.CohortError` whose message names the file
 and what is wrong with it (line, column and value where there is one).
@@ -59,10 +59,10 @@ MINIACC_FILES = {"rnaseq": "RNASeq2GeneNorm.csv", "cna": "gistict.csv", "rppa": 
 
 
 # ---------------------------------------------------------------------------------------------
-# Sample identifiers (REFERENCE.md 1.2)
+# Sample identifiers (docs/reference.md 1.2)
 # ---------------------------------------------------------------------------------------------
 def trim_barcode(barcode: str) -> str:
-    """The sample id of a barcode: the barcode without its vial letter (REFERENCE.md 1.2).
+    """The sample id of a barcode: the barcode without its vial letter (docs/reference.md 1.2).
 
     ``TCGA-OR-A5J1-01A`` -> ``TCGA-OR-A5J1-01``. TCGA aliquot and slide barcodes are cut to the
     sample too (``TCGA-OR-A5J1-01A-11R-A29S-07`` -> ``TCGA-OR-A5J1-01``), and an already trimmed
@@ -91,7 +91,7 @@ def dedup_trimmed(df: pd.DataFrame, *, source: str = "<memory>", return_original
     """Re-key rows (indexed by barcode) by trimmed sample id, one row per sample.
 
     Rows are sorted on (trimmed id, vial letter) and the first row of each trimmed id is kept
-    (REFERENCE.md 1.2: alphabetically first vial; for WSI this keeps exactly one slide per sample).
+    (docs/reference.md 1.2: alphabetically first vial; for WSI this keeps exactly one slide per sample).
     Rows with the same trimmed id and vial (e.g. two slides or aliquots of one vial) are ordered by
     their full barcode, so the result does not depend on the order of the file. Two *identical*
     barcodes are an error.
@@ -321,7 +321,7 @@ def read_xena_clinical(path, *, cancer_type: str | None = None,
     """Read ``TCGA-<C>.clinical.tsv`` (samples x fields; first column = sample barcode).
 
     The AJCC pathologic stage is grouped into 1-4 with :func:`cgjax.data.preprocess.group_stage`
-    (REFERENCE.md 1.3: Stage 0 -> 1; I/IA/IB/IS -> 1; II.. -> 2; III.. -> 3; IV.. -> 4;
+    (docs/reference.md 1.3: Stage 0 -> 1; I/IA/IB/IS -> 1; II.. -> 2; III.. -> 3; IV.. -> 4;
     X / Not Reported -> missing). The stage column is ``stage_column`` or the first of
     ``STAGE_COLUMNS`` present; a cohort without any (GBM, LGG are not staged) gets a missing stage.
     Barcodes are trimmed and deduplicated as in :func:`dedup_trimmed`.
@@ -363,7 +363,7 @@ def read_xena_clinical(path, *, cancer_type: str | None = None,
 def read_xena_survival(path) -> pd.DataFrame:
     """Read ``TCGA-<C>.survival.tsv`` (columns ``sample``, ``OS``, ``OS.time``, ``_PATIENT``).
 
-    As in the reference (REFERENCE.md 1.2): ``sample`` is trimmed, the first row of each trimmed id
+    As in the reference (docs/reference.md 1.2): ``sample`` is trimmed, the first row of each trimmed id
     (in file order) is kept, then rows with a missing ``OS`` or ``OS.time`` are dropped.
 
     Returns:
@@ -408,9 +408,9 @@ def read_wsi_embeddings(path, *, dataset: str = "features") -> pd.DataFrame:
     """Read slide embeddings: a directory of ``.h5`` files or a CSV.
 
     Directory: every ``*.h5`` file holds a 1-D dataset ``dataset`` (Trident/Titan slide features,
-    REFERENCE.md 1.1); its file stem is the slide barcode. CSV: first column = slide or sample id,
+    docs/reference.md 1.1); its file stem is the slide barcode. CSV: first column = slide or sample id,
     other columns = embedding dimensions. Rows are *slides*; use :func:`dedup_trimmed` to keep
-    one slide per sample (REFERENCE.md 1.2).
+    one slide per sample (docs/reference.md 1.2).
 
     Returns:
       f32[N_slides, D] indexed by ``barcode`` (columns ``wsi_0..`` for h5, the CSV header for CSV).
@@ -599,7 +599,7 @@ def read_xena_cohort(files: XenaFiles, *, wsi: pd.DataFrame | None = None,
 
 
 def read_xena(raw_dir, *, cohorts=None, wsi=None) -> RawCohort:
-    """Read and merge every Xena cohort under ``raw_dir`` (REFERENCE.md 1.3: rows concatenated,
+    """Read and merge every Xena cohort under ``raw_dir`` (docs/reference.md 1.3: rows concatenated,
     features outer-joined, so a feature a cohort lacks is NaN for its samples).
 
     Args:
@@ -634,7 +634,7 @@ def read_xena(raw_dir, *, cohorts=None, wsi=None) -> RawCohort:
 
 
 # ---------------------------------------------------------------------------------------------
-# miniACC (shared/data/miniacc, exported from Bioconductor's MultiAssayExperiment)
+# miniACC (exported from Bioconductor's MultiAssayExperiment; packaged copy: cgjax.datasets.mini_acc)
 # ---------------------------------------------------------------------------------------------
 def read_miniacc(directory, *, modalities: Mapping[str, str] | None = None) -> RawCohort:
     """Read the miniACC CSV export (TCGA-ACC, 92 patients) into a :class:`RawCohort`.

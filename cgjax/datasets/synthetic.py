@@ -46,7 +46,7 @@ __all__ = [
     "fit_pattern_probs",
 ]
 
-# ---- the paper's Table 4 (also in shared/paper_table4.csv; embedded so the package is standalone)
+# ---- the paper's Table 4 (embedded so the package is standalone)
 # columns: total, cna, rnaseq, rppa, wsi, complete, incomplete
 TABLE4: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "BRCA": (1224, 1057, 1214, 919, 1054, 812, 412),
@@ -89,7 +89,7 @@ _LAW_SEED = 20260404  # fixes the law's parameters; data seeds only draw samples
 
 # One implementation of each metric lives in cgjax.evaluate.metrics; these names are kept here
 # because the oracle's API has always exported them.
-pooled_r2 = _metrics.r2_pooled  # REFERENCE.md 5.2 definition A
+pooled_r2 = _metrics.r2_pooled  # docs/reference.md 5.2 definition A
 energy_score = _metrics.energy_score  # f[R, N, D], f[N, D] -> f[N], distinct-pair estimator
 
 

@@ -1,4 +1,4 @@
-"""The paper's denoiser, ``norm_mlp`` (REFERENCE.md 2.3-2.5), as pure functions over a pytree.
+"""The paper's denoiser, ``norm_mlp`` (docs/reference.md 2.3-2.5), as pure functions over a pytree.
 
     t_emb  = ReLU(W_t sinusoid(t) + b_t)                                  # [Dt]
     e_i    = mask_i * ReLU(W_ci c_i + b_ci)          for each condition i  # [E]
@@ -11,7 +11,7 @@ Every weight that multiplies a concatenation is stored split by input block (``w
 precompute the blocks that do not change along a trajectory (see ``cgjax.sampling.algebra``).
 
 Parameters are initialised as PyTorch's ``nn.Linear`` does, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
-weights and biases (REFERENCE 2.5 "Init note"): this matters for the ReLU(b) embedding that a zero,
+weights and biases (docs/reference.md 2.5 "Init note"): this matters for the ReLU(b) embedding that a zero,
 unmasked condition produces.
 
 BatchNorm uses batch statistics in training and running statistics in inference (PyTorch defaults:
@@ -66,7 +66,7 @@ class DenoiserConfig:
 
 
 def sinusoidal_embedding(t, dim: int):
-    """REFERENCE 2.3: t as a float (not rescaled); freq_k = exp(-k ln(1e4) / (h - 1)), k < h = dim // 2;
+    """docs/reference.md 2.3: t as a float (not rescaled); freq_k = exp(-k ln(1e4) / (h - 1)), k < h = dim // 2;
     [sin(t freq), cos(t freq)], zero-padded by one column if ``dim`` is odd. t: [...] -> [..., dim]."""
     half = dim // 2
     freqs = jnp.exp(-jnp.arange(half, dtype=jnp.float32) * (math.log(10000.0) / max(half - 1, 1)))
@@ -131,7 +131,7 @@ def cond_embedding(params, conds, masks):
 
     conds: f32[B, K, C] with C >= every slot's width (slot i reads its first cond_dims[i] columns);
     masks: f32[B, K] in {0, 1}. Returns f32[B, K * E].
-    A masked condition contributes an exactly-zero embedding (REFERENCE 2.4).
+    A masked condition contributes an exactly-zero embedding (docs/reference.md 2.4).
     """
     embs = [jax.nn.relu(conds[:, i, :p["w"].shape[0]] @ p["w"] + p["b"]) * masks[:, i, None]
             for i, p in enumerate(params["cond"])]
@@ -173,7 +173,7 @@ def apply(params, batch_stats, x_t, t, conds, masks, cfg: DenoiserConfig, *, tra
 
 
 def param_count(cfg: DenoiserConfig) -> int:
-    """Closed form of REFERENCE 2.5 (trainable parameters, BN affine included, running stats not)."""
+    """Closed form of docs/reference.md 2.5 (trainable parameters, BN affine included, running stats not)."""
     F, H, Dt, E, n = cfg.x_dim, cfg.hidden, cfg.time_dim, cfg.cond_embed_dim, cfg.n_layers
     E_tot = E * cfg.n_conds
     return (Dt * Dt + Dt + sum(c * E + E for c in cfg.cond_dims) + (F + Dt + E_tot) * H + H

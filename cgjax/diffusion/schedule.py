@@ -1,4 +1,4 @@
-"""The DDPM noise process (REFERENCE.md 2.1, 2.2, 2.6).
+"""The DDPM noise process (docs/reference.md 2.1, 2.2, 2.6).
 
 Linear beta schedule, epsilon prediction, and the ancestral update with sigma_t^2 = beta_t.
 Timesteps are 0-based: t in {0, ..., T-1}; x_{T-1} is (almost) pure noise and the last reverse step
@@ -73,12 +73,12 @@ def q_sample(schedule: Schedule, x0, t, eps):
 
 
 def ddpm_step(schedule: Schedule, x_t, t, eps_hat, z):
-    """One ancestral step x_t -> x_{t-1} (REFERENCE 2.6):
+    """One ancestral step x_t -> x_{t-1} (docs/reference.md 2.6):
 
         x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) * eps_hat) / sqrt(alpha_t) + sigma_t z,
 
     with sigma_t^2 = beta_t and no noise at t = 0. We divide by sqrt(alpha_0) at t = 0 as the
-    reference's single-model sampler does (its coherent sampler divides by 1 there, REFERENCE 6.18;
+    reference's single-model sampler does (its coherent sampler divides by 1 there, docs/reference.md 6.18;
     the difference is a factor 1.00005). ``t`` is a scalar int; x_t, eps_hat, z: f32[..., D].
     """
     beta = schedule.betas[t]

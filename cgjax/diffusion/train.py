@@ -16,10 +16,10 @@ Arrays of a group (built by :func:`cgjax.ensemble` from a scaled train cohort):
 Minibatches are drawn with replacement, uniformly over a model's valid rows; an "epoch" is
 ceil(n_valid / batch_size) steps of the median model.
 
-Multi-condition models (REFERENCE 3.4) see each row with its present conditions, and with
+Multi-condition models (docs/reference.md 3.4) see each row with its present conditions, and with
 probability ``cond_dropout`` a uniformly random subset of them (the empty one included), so that at
 inference they handle any subset. Masks stay aligned with their rows: we do not reproduce the
-reference's misalignment bug (REFERENCE 6.4).
+reference's misalignment bug (docs/reference.md 6.4).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class TrainState(NamedTuple):
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int = 1):
-    """Adam with torch's defaults (REFERENCE 3.1), no clipping; a constant learning rate as in the
+    """Adam with torch's defaults (docs/reference.md 3.1), no clipping; a constant learning rate as in the
     reference, or a cosine decay to 5% of it over ``total_steps`` (converges in fewer steps, which
     is what a CPU-sized run needs)."""
     lr = cfg.learning_rate
@@ -150,7 +150,7 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
             subset = jax.random.bernoulli(k_sub, 0.5, keep.shape)
             keep = keep & (~drop_row | subset)
         masks = split(keep.astype(jnp.float32))
-        c = split(conds[idx] * masks[..., None])  # a masked condition is also zeroed (REFERENCE 3.4)
+        c = split(conds[idx] * masks[..., None])  # a masked condition is also zeroed (docs/reference.md 3.4)
         (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, batch_stats, split(x0[idx]), c, masks, k_loss)
         updates, opt_state = optimizer.update(grads, opt_state, params)

@@ -8,7 +8,7 @@ regressions come from the training fit), so one test row's imputation never depe
 test rows.
 
 The reference uses ``KNNImputer(n_neighbors=5)`` fitted on the 128-column training matrix as a
-baseline (REF 5.5, task_06b "imputed_knn"; REF 8.3) and ``SimpleImputer(strategy="mean")``
+baseline (docs/reference.md 5.5, task_06b "imputed_knn"; docs/reference.md 8.3) and ``SimpleImputer(strategy="mean")``
 ("imputed_mean"); ``iterative_impute`` (regression on the MICE-completed given modalities) is our
 addition.
 
@@ -78,7 +78,7 @@ def knn_impute(
     """Impute ``target`` for the test rows with sklearn ``KNNImputer(n_neighbors=k)``.
 
     Neighbours are found by NaN-aware Euclidean distance on the given columns among training rows
-    that have the target; the imputation is the uniform mean of their target values (REF 5.5, k=5).
+    that have the target; the imputation is the uniform mean of their target values (docs/reference.md 5.5, k=5).
 
     Args:
       train: name -> f[N_train, D_m] (NaN rows for absent modalities).
@@ -168,7 +168,7 @@ def mean_impute(
     given: Sequence[str],
     target: str,
 ) -> np.ndarray:
-    """The training mean of the target, for every test row (REF 5.5 "imputed_mean").
+    """The training mean of the target, for every test row (docs/reference.md 5.5 "imputed_mean").
 
     Args: as in :func:`knn_impute` (``given`` is only validated).
     Returns:

@@ -1,4 +1,4 @@
-"""Counterfactual prioritisation (the paper's Fig 4 and S5; REFERENCE.md 5.6).
+"""Counterfactual prioritisation (the paper's Fig 4 and S5; docs/reference.md 5.6).
 
 Which patients gain most from acquiring an expensive modality (RNA-seq, WSI)? A downstream model
 (stage random forest, or RandomSurvivalForest) is trained on the train set with all modalities side
@@ -193,7 +193,7 @@ def counterfactual_study(candidates: Mapping[str, Mapping[str, np.ndarray]], tra
 
 
 def counterfactual_tests(aucs: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
-    """REFERENCE 5.9: paired (by run) two-sided t-tests of the AUCs, every informed method vs
+    """docs/reference.md 5.9: paired (by run) two-sided t-tests of the AUCs, every informed method vs
     random and coherent vs multi, Bonferroni within each task and target."""
     if aucs.empty or aucs["run"].nunique() < 2:
         return pd.DataFrame()

@@ -1,4 +1,4 @@
-"""Downstream rescue (the paper's Table 2 and Fig 3; REFERENCE.md 5.5).
+"""Downstream rescue (the paper's Table 2 and Fig 3; docs/reference.md 5.5).
 
 A multimodal stage classifier (random forest) and a survival model (RandomSurvivalForest) are
 trained once per run on the whole train set: all modalities side by side (NaN where a sample lacks
@@ -17,7 +17,7 @@ samples, every non-empty subset of modalities is then removed and the models are
 
 Metrics: stage macro F1 and balanced accuracy; survival Harrell's C-index of ``rsf.predict``. The
 generation is redrawn in every run. Table 2's drop (ablation - full) and gains (method - ablation)
-are per-run differences, then mean and std (ddof 1) over runs (the paper does not say; REFERENCE 5.9).
+are per-run differences, then mean and std (ddof 1) over runs (the paper does not say; docs/reference.md 5.9).
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def downstream_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def downstream_tests(frame: pd.DataFrame, sampler_names: Sequence[str], *, alpha: float = 0.05) -> pd.DataFrame:
-    """REFERENCE 5.9, per task on its main metric, paired by run, over the conditions with an
+    """docs/reference.md 5.9, per task on its main metric, paired by run, over the conditions with an
     imputation (not full data, not cancer label only):
       stage: two-sided t-tests of every sampler vs ablation and coherent vs multi, Bonferroni over
         (conditions x pairs);

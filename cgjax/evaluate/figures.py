@@ -1,6 +1,6 @@
 """The evaluation's figures (PNG, matplotlib Agg). Each function takes plain results and a path.
 
-2-D embeddings (:func:`embed`) use UMAP with the reference's settings (REFERENCE 5.7 / 5.8:
+2-D embeddings (:func:`embed`) use UMAP with the reference's settings (docs/reference.md 5.7 / 5.8:
 n_neighbors 15, min_dist 0.8, spread 2, random_state 23) or PCA (2 components, random_state 42),
 fitted on one real set and applied to the others.
 """

@@ -8,7 +8,7 @@ All functions are pure numpy (float64 internally) and take plain arrays. Shape c
   ``[r*N, (r+1)*N)``, so ``csv.reshape(R, N, D)`` gives this layout).
 * ``samples``: f[R, N, D] R >= 1 draws per row.
 
-Where the reference code and the paper disagree we follow what REFERENCE.md (section numbers cited
+Where the reference code and the paper disagree we follow what docs/reference.md (section numbers cited
 below as "REF x.y") recommends, and say so.
 """
 
@@ -103,7 +103,7 @@ def _kth_neighbour_radius(a: np.ndarray, k: int) -> np.ndarray:
     """f[n]: distance from each row of a to its k-th nearest *other* row of a.
 
     That is the (k+1)-th smallest distance counting the row itself (distance 0), as in the
-    reference `compute_prdc` and the `prdc` package (REF 5.7); duplicates of a row count as
+    reference `compute_prdc` and the `prdc` package (docs/reference.md 5.7); duplicates of a row count as
     neighbours at distance 0.
     """
     if len(a) <= k:
@@ -116,13 +116,13 @@ def _kth_neighbour_radius(a: np.ndarray, k: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# reconstruction (REF 5.2, 5.3)
+# reconstruction (docs/reference.md 5.2, 5.3)
 # ---------------------------------------------------------------------------------------------
 def r2_pooled(x, xhat):
-    """Pooled ("flattened") R², REF 5.2 definition A, the one we recommend for all tables.
+    """Pooled ("flattened") R², docs/reference.md 5.2 definition A, the one we recommend for all tables.
 
     R² = 1 − Σ_{n,f} (x − x̂)² / Σ_{n,f} (x − x̄)², x̄ = the single scalar mean of all entries of x.
-    Not sklearn's ``uniform_average`` nor ``variance_weighted`` (REF 5.2).
+    Not sklearn's ``uniform_average`` nor ``variance_weighted`` (docs/reference.md 5.2).
 
     Args:
       x: f[N, D] real rows.
@@ -138,7 +138,7 @@ def r2_pooled(x, xhat):
 
 
 def r2_per_sample(x, xhat):
-    """Per-sample R² averaged over rows, REF 5.2 definition B (coherent rejection tester, REF 4.4).
+    """Per-sample R² averaged over rows, docs/reference.md 5.2 definition B (coherent rejection tester, docs/reference.md 4.4).
 
     Each row: 1 − Σ_f (x̂ − x)² / (Σ_f (x − mean_f x)² + 1e-8); then the mean over rows. The 1e-8 is
     the reference's guard against constant rows and is kept for parity.
@@ -156,7 +156,7 @@ def r2_per_sample(x, xhat):
 
 
 def r2_per_feature(x, xhat, feature_mean=None):
-    """Per-feature R², uniformly averaged over features, REF 5.2 definition C.
+    """Per-feature R², uniformly averaged over features, docs/reference.md 5.2 definition C.
 
     Per feature f: 1 − Σ_n (x − x̂)² / Σ_n (x − μ_f)². ``feature_mean`` lets μ be the mean of a larger
     set than x, as the reference's per-cancer breakdown does (rows restricted to one cancer type,
@@ -183,7 +183,7 @@ def r2_per_feature(x, xhat, feature_mean=None):
 def variance_pct(samples, x_real) -> float:
     """Output variance as a percentage of the real-data variance (paper Table 1 brackets).
 
-    REF 5.3 [GAP: no reference code]; we use the form REF 5.3 suggests, with population variances
+    docs/reference.md 5.3 [GAP: no reference code]; we use the form docs/reference.md 5.3 suggests, with population variances
     (ddof 0):  100 × mean_{n,f} Var_r(samples[r, n, f]) / mean_f Var_n(x_real[n, f]).
 
     Args:
@@ -249,7 +249,7 @@ def variance_ratio(samples, posterior_var, ddof: int = 1) -> float:
 
     Ratio of means: mean_{n,f} Var_r(samples[:, n, f]) / mean_{n,f} posterior_var. ``ddof=1`` (the
     unbiased replicate variance) by default, because the denominator is a true variance; note that
-    ``variance_pct`` uses ddof 0 as REF 5.3 suggests.
+    ``variance_pct`` uses ddof 0 as docs/reference.md 5.3 suggests.
 
     Args:
       samples: f[R, N, D]; posterior_var: f[N, D], f[D] or a scalar (broadcast to [N, D]).
@@ -266,10 +266,10 @@ def variance_ratio(samples, posterior_var, ddof: int = 1) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# distribution coverage / privacy (REF 5.7)
+# distribution coverage / privacy (docs/reference.md 5.7)
 # ---------------------------------------------------------------------------------------------
 def energy_distance(x, y) -> float:
-    """Global energy distance, exactly as the reference coverage notebook (REF 5.7).
+    """Global energy distance, exactly as the reference coverage notebook (docs/reference.md 5.7).
 
     ED = sqrt(2·mean D_XY − mean D_XX − mean D_YY), with D the Euclidean distance matrices and the
     means over the full matrices including the zero diagonals (V-statistic). Relation to ``dcor``:
@@ -290,7 +290,7 @@ def energy_distance(x, y) -> float:
 
 
 def prdc(real, fake, k: int = 10) -> dict:
-    """Precision, recall, density, coverage (Naeem et al. 2020) and the P/R F1, REF 5.7.
+    """Precision, recall, density, coverage (Naeem et al. 2020) and the P/R F1, docs/reference.md 5.7.
 
     r_real(i) = distance from real i to its k-th nearest other real row; r_fake(j) likewise within
     fake. All comparisons are strict:
@@ -300,7 +300,7 @@ def prdc(real, fake, k: int = 10) -> dict:
       coverage  = fraction of real i whose nearest fake j has d(i, j) < r_real(i);
       f1        = 2PR / (P + R + 1e-8), and 0 when P + R <= 1e-8 (the reference's formula).
     The reference implementation only computes precision and recall (its density/coverage path
-    returns nothing, REF 6 item 20); density and coverage follow the ``prdc`` package.
+    returns nothing, docs/reference.md 6 item 20); density and coverage follow the ``prdc`` package.
 
     Args:
       real: f[n, D]; fake: f[m, D]; both with more than k rows. k = 10 in the reference.
@@ -368,10 +368,10 @@ def dcr(generated, train, holdout) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# downstream (REF 5.4-5.6)
+# downstream (docs/reference.md 5.4-5.6)
 # ---------------------------------------------------------------------------------------------
 def c_index(event, time, risk, tied_tol: float = 1e-8) -> float:
-    """Harrell's concordance index, ``sksurv.metrics.concordance_index_censored`` (REF 5.5).
+    """Harrell's concordance index, ``sksurv.metrics.concordance_index_censored`` (docs/reference.md 5.5).
 
     A pair (i, j) is comparable when i had the event and time_i < time_j, or time_i == time_j and j
     is censored; it is concordant when risk_i > risk_j; risk ties (|Δ| <= tied_tol) count ½.
@@ -391,21 +391,21 @@ def c_index(event, time, risk, tied_tol: float = 1e-8) -> float:
 
 
 def macro_f1(y_true, y_pred) -> float:
-    """Macro-averaged F1 over the labels present in y_true or y_pred, zero_division 0 (REF 5.4/5.5)."""
+    """Macro-averaged F1 over the labels present in y_true or y_pred, zero_division 0 (docs/reference.md 5.4/5.5)."""
     from sklearn.metrics import f1_score
 
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 def weighted_f1(y_true, y_pred) -> float:
-    """Support-weighted F1, zero_division 0: the counterfactual curves' metric (REF 5.6)."""
+    """Support-weighted F1, zero_division 0: the counterfactual curves' metric (docs/reference.md 5.6)."""
     from sklearn.metrics import f1_score
 
     return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
 
 
 def balanced_accuracy(y_true, y_pred) -> float:
-    """Balanced accuracy (mean per-class recall over classes of y_true), sklearn (REF 5.4)."""
+    """Balanced accuracy (mean per-class recall over classes of y_true), sklearn (docs/reference.md 5.4)."""
     import warnings
 
     from sklearn.metrics import balanced_accuracy_score

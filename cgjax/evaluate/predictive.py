@@ -1,4 +1,4 @@
-"""Predictive-signal preservation (the paper's Fig 2; REFERENCE.md 5.4).
+"""Predictive-signal preservation (the paper's Fig 2; docs/reference.md 5.4).
 
 Per modality, a random forest is trained on the real train rows that have the modality, for two
 tasks (tumour type and stage), and tested on the real test modality and on the synthetic one
@@ -105,7 +105,7 @@ def predictive_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def predictive_tests(df: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
-    """REFERENCE 5.9 post-hoc tests: within each modality, paired (by replicate) two-sided t-tests
+    """docs/reference.md 5.9 post-hoc tests: within each modality, paired (by replicate) two-sided t-tests
     real vs each method and coherent vs multi; Bonferroni over the pairs of each modality, per task
     and metric."""
     if df.empty:

@@ -1,4 +1,4 @@
-"""Unconditional generation and privacy (the paper's Table 3 and Fig 5; REFERENCE.md 5.7).
+"""Unconditional generation and privacy (the paper's Table 3 and Fig 5; docs/reference.md 5.7).
 
 Each modality is generated with no condition at all: the multi-condition model with every
 condition masked, Coherent Denoising with its single models fed all-zero conditions
@@ -6,7 +6,7 @@ condition masked, Coherent Denoising with its single models fed all-zero conditi
 compared with a reference set of N real rows (a random subset of the train rows that have the
 modality, redrawn per replicate; and, separately, the real test rows) by PRDC precision / recall /
 F1 (k = 10) and the energy distance. Table 3 averages the four modalities per replicate (the paper
-does not say how it aggregates; REFERENCE 5.7 GAP), then mean and std over replicates.
+does not say how it aggregates; docs/reference.md 5.7 GAP), then mean and std over replicates.
 
 Beside the samplers, the row ``real (test)`` scores the real held-out test rows against the same
 train subsets: what a perfect generator would get. The distance to the closest training record

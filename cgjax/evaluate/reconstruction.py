@@ -1,7 +1,7 @@
 """Reconstruction fidelity (the paper's Table 1 and S2): hide a target modality of complete test
 samples, generate it from a subset of the others, and score the samples against the truth.
 
-Everything is computed in the models' standardised space (REFERENCE.md 5.2: the paper's R2 is on
+Everything is computed in the models' standardised space (docs/reference.md 5.2: the paper's R2 is on
 the standardised latents). R2 is the pooled definition A per replicate, then mean and std (ddof 0,
 as the reference's ``np.std``) over replicates.
 
@@ -186,7 +186,7 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
     """Scores of samples f[R, N, D] of one target against truth f[N, D].
 
     r2_mean, r2_std: pooled R2 (def. A) per replicate, mean and std (ddof 0); r2_replicates: the R
-    values; variance_pct: output variance as % of the real variance (REFERENCE 5.3, ddof 0);
+    values; variance_pct: output variance as % of the real variance (docs/reference.md 5.3, ddof 0);
     r2_of_mean: R2 of the replicate mean; energy_score: mean over rows (a point mass when R = 1 or
     the replicates are identical: mean distance to the truth); coverage90: fraction of entries
     inside the central 90% interval of their replicates (for a calibrated sampler 0.9 (R - 1) /
@@ -213,7 +213,7 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
 
 
 def per_cancer_r2(samples: np.ndarray, truth: np.ndarray, cancer_types: np.ndarray, *, min_rows: int = 2) -> list[dict]:
-    """Per-cancer-type R2 (REFERENCE 5.2 def. C): per feature 1 - SS_res / SS_tot over that type's
+    """Per-cancer-type R2 (docs/reference.md 5.2 def. C): per feature 1 - SS_res / SS_tot over that type's
     rows, SS_tot around the *whole* test set's feature mean, averaged over features; per replicate,
     then mean and std. Types with fewer than ``min_rows`` rows are skipped."""
     truth = np.asarray(truth, np.float64)
@@ -321,7 +321,7 @@ def _full_given_r2(records: list[dict]) -> dict[str, dict[str, list]]:
 
 
 def reconstruction_tests(records: list[dict], *, alpha: float = 0.05) -> pd.DataFrame:
-    """Paired t-tests over replicates (REFERENCE 5.9), per target with all other modalities given:
+    """Paired t-tests over replicates (docs/reference.md 5.9), per target with all other modalities given:
     coherent vs multi, coherent vs single and multi vs single, where ``single`` is the per-replicate
     mean of the single-source R2s; Bonferroni over the 3 tests of each target."""
     rows = []
@@ -339,7 +339,7 @@ def reconstruction_tests(records: list[dict], *, alpha: float = 0.05) -> pd.Data
 
 
 def reconstruction_anova(records: list[dict]) -> pd.DataFrame:
-    """The reference's repeated-measures ANOVA of R2 (REFERENCE 5.9): subject = replicate, within =
+    """The reference's repeated-measures ANOVA of R2 (docs/reference.md 5.9): subject = replicate, within =
     target x method, where method is single (per-replicate mean of the single-source R2s), coherent
     and multi with every other modality given. Empty when the design is not complete (a method or
     target missing, or unequal replicate counts)."""

@@ -543,7 +543,7 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
     return metrics
 
 
-# ---- the reference's repeated-measures ANOVAs (REFERENCE 5.9) -----------------------------------
+# ---- the reference's repeated-measures ANOVAs (docs/reference.md 5.9) -----------------------------------
 
 def _write_anova(path: Path, table: pd.DataFrame) -> list:
     table.to_csv(path, index=False)

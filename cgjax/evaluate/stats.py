@@ -1,4 +1,4 @@
-"""Paired significance tests and multiple-testing corrections (REF 5.9).
+"""Paired significance tests and multiple-testing corrections (docs/reference.md 5.9).
 
 The reference compares methods on the same repetitions (run r of every method shares the seed /
 test rows), so every test here is *paired* by a subject column (the run or repetition index):
@@ -26,7 +26,7 @@ class PairedTest(NamedTuple):
 
 
 def paired_ttest(a, b, alternative: str = "two-sided") -> PairedTest:
-    """Paired t-test of a against b, ``scipy.stats.ttest_rel`` (REF 5.9).
+    """Paired t-test of a against b, ``scipy.stats.ttest_rel`` (docs/reference.md 5.9).
 
     Args:
       a, b: f[n] paired observations (a[i] and b[i] from the same run).
@@ -59,7 +59,7 @@ def _pvals(pvals) -> tuple[np.ndarray, np.ndarray]:
 def bonferroni(pvals) -> np.ndarray:
     """Bonferroni-adjusted p-values min(m·p, 1); m = number of non-NaN p-values (NaN stays NaN).
 
-    Comparing the adjusted p to α is the reference's "α / m" threshold (REF 5.9).
+    Comparing the adjusted p to α is the reference's "α / m" threshold (docs/reference.md 5.9).
     """
     p, finite = _pvals(pvals)
     out = np.full_like(p, np.nan)
@@ -118,7 +118,7 @@ def compare_methods(
     For each group and each pair (a, b) in ``pairs``, the values of a and b are matched on
     ``subject_col`` (subjects present for only one method are dropped) and compared with
     :func:`paired_ttest`. The correction is applied across *every* test in the output, so the
-    family is n_groups × n_pairs, as in REF 5.9 (e.g. Bonferroni α = 0.05 / (n_conditions × 3)).
+    family is n_groups × n_pairs, as in docs/reference.md 5.9 (e.g. Bonferroni α = 0.05 / (n_conditions × 3)).
 
     Args:
       df: long table with columns value_col, method_col, subject_col and the ``by`` columns.
@@ -174,7 +174,7 @@ def compare_methods(
 
 
 def anova_rm(df: pd.DataFrame, value: str, subject: str, within: Sequence[str]) -> pd.DataFrame:
-    """Repeated-measures ANOVA of a balanced design (statsmodels ``AnovaRM``, REF 5.9).
+    """Repeated-measures ANOVA of a balanced design (statsmodels ``AnovaRM``, docs/reference.md 5.9).
 
     Every subject (run, replicate) has exactly one ``value`` in every cell of the ``within``
     factors. For each effect E (each non-empty subset of the factors: main effects, interactions)

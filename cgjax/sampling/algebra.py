@@ -1,6 +1,6 @@
 """Inference algebra for ``norm_mlp``: the same function, fewer FLOPs per reverse step.
 
-In inference the denoiser (REFERENCE.md 2.5a) is affine between its ReLUs, and along a reverse
+In inference the denoiser (docs/reference.md 2.5a) is affine between its ReLUs, and along a reverse
 trajectory two of its inputs never change for a row (its conditions) and one is the same for every
 row (the timestep). Three exact rewrites follow:
 

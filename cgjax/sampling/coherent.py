@@ -1,20 +1,20 @@
 """Coherent Denoising: the reverse process of a stacked ensemble as one compiled ``lax.scan``.
 
 M denoisers of one target modality (stacked along a leading axis) each predict the noise from the
-same x_t and their own conditions; the step uses the weighted consensus (REFERENCE.md 4.2)
+same x_t and their own conditions; the step uses the weighted consensus (docs/reference.md 4.2)
 
     eps_bar[n] = sum_m w[n, m] eps_hat_m[n],     sum_m w[n, m] = 1,
 
 where each row n carries its own weights: a model whose condition the patient lacks gets weight 0
 and the rest are renormalised, so one compiled program imputes a batch in which every patient has a
 different set of modalities. At every step and row we also measure how much the models disagree,
-the pair-weighted mean cosine distance (REFERENCE 4.3)
+the pair-weighted mean cosine distance (docs/reference.md 4.3)
 
     d[n, t] = 1 - sum_{i<j} w_ij cos(eps_hat_i[n], eps_hat_j[n]) / sum_{i<j} w_ij,
     w_ij = (w[n, i] + w[n, j]) / 2 for available pairs,
 
 and count the steps where d > threshold. A trajectory whose fraction of such steps exceeds
-``max_fraction`` is rejected and redrawn with fresh noise (REFERENCE 4.4), inside a
+``max_fraction`` is rejected and redrawn with fresh noise (docs/reference.md 4.4), inside a
 ``lax.while_loop`` with fixed shapes: every attempt reruns the whole batch, and only still-pending
 rows take its result. A row that never passes keeps its least incoherent attempt and is reported
 as not passed. With one model (M = 1, or one available model in a row) there are no pairs, d = 1,
@@ -56,7 +56,7 @@ __all__ = ["Model", "RejectionConfig", "SampleResult", "SolverConfig", "make_sam
 
 @dataclasses.dataclass(frozen=True)
 class RejectionConfig:
-    """Cosine-coherence rejection (REFERENCE 4.4; paper defaults, the reference used 0.10)."""
+    """Cosine-coherence rejection (docs/reference.md 4.4; paper defaults, the reference used 0.10)."""
 
     enabled: bool = True
     cos_threshold: float = 1.0  # a step is incoherent when d > threshold (strict)
@@ -160,7 +160,7 @@ def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
             x_t, aux, n_bad = carry
             t, xs_k = inputs
             eps_all = model.eps(prepared, x_t, t)  # [M, N, F]
-            # the consensus (REFERENCE 4.2) as an elementwise weighted sum over the few members
+            # the consensus (docs/reference.md 4.2) as an elementwise weighted sum over the few members
             eps_bar = jnp.sum(eps_all * weights.T[:, :, None], axis=0)
             d = pairwise_cosine_distance(eps_all, weights)
             n_bad = n_bad + (d > rejection.cos_threshold).astype(jnp.int32)

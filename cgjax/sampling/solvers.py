@@ -1,6 +1,6 @@
 """Reverse-process solvers: the ancestral DDPM sampler and two accelerated ones on K <= T steps.
 
-Notation (REFERENCE.md 2.1): x_t = alpha_t x_0 + sigma_t eps with alpha_t = sqrt(abar_t),
+Notation (docs/reference.md 2.1): x_t = alpha_t x_0 + sigma_t eps with alpha_t = sqrt(abar_t),
 sigma_t = sqrt(1 - abar_t); the network predicts eps, and the data prediction is
 
     D_t = (x_t - sigma_t eps_hat) / alpha_t.
@@ -9,7 +9,7 @@ All three solvers are driven by the (consensus) noise prediction only, so the Co
 sampler (:mod:`cgjax.sampling.coherent`) runs any of them in the same scan: a solver supplies the
 timesteps it visits (T-1 first) and a pure ``step`` from x_t to the next state.
 
-* ``ddpm``: every timestep, the ancestral update of REFERENCE 2.6 (``schedule.ddpm_step``), sigma_t^2 = beta_t.
+* ``ddpm``: every timestep, the ancestral update of docs/reference.md 2.6 (``schedule.ddpm_step``), sigma_t^2 = beta_t.
 * ``ddim`` (Song et al. 2021, eq. 12): on K timesteps tau_K = T-1 > ... > tau_1 = 0, from t to the
   next s,
 
@@ -31,7 +31,7 @@ timesteps it visits (T-1 first) and a pure ``step`` from x_t to the next state.
   Gaussian denoiser it inflates the covariance by ~20 % at K = 20, against ~0.1 % when first order.
 
 The last step of every solver goes from t = 0 to the clean sample (alpha = 1, sigma = 0), which is
-x_0 = D_0: exactly the ancestral sampler's final, noise-free step (REFERENCE 2.6, since
+x_0 = D_0: exactly the ancestral sampler's final, noise-free step (docs/reference.md 2.6, since
 1 - abar_0 = beta_0). So K steps mean K network evaluations, T-1 and 0 included.
 
 The per-step coefficients are computed once in float64 numpy from the float32 schedule, so every step
