@@ -54,8 +54,10 @@ def make_directory(path: Path) -> None:
     """``mkdir -p``, failing with one line (OutputError) naming what is in the way."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        blocker = next(p for p in (path, *path.parents) if p.exists() and not p.is_dir())
+    except (FileExistsError, NotADirectoryError) as e:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is None:
+            raise OutputError(f"{path}: cannot create the directory ({e.strerror or e})") from None
         raise OutputError(f"{blocker}: exists and is not a directory; cannot create {path}") from None
     except OSError as e:
         raise OutputError(f"{path}: cannot create the directory ({e.strerror or e})") from None
