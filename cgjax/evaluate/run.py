@@ -377,8 +377,8 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
                                    "figs": {k: v for k, v in figs.items() if k not in figs_before},
                                    "seconds": seconds[step],
                                    "samples": full_samples if (full_samples is not None and not had_samples) else None})
-            done = _mark_done(out, key, done, step)
-            metrics = _write_all(out, res, cfg, data, notes, seconds, figs, source, samplers, header, report)
+            _write_all(out, res, cfg, data, notes, seconds, figs, source, samplers, header, report)
+            done = _mark_done(out, key, done, step)  # last: a step marked done has all its files
             bar.update(1)
         bar.close()
     seconds["total"] = round(time.time() - t_all, 2)
