@@ -16,3 +16,8 @@ class CohortError(CgjaxError, ValueError):
 
 class CheckpointError(CgjaxError):
     """A checkpoint directory is missing, half-written, or incompatible."""
+
+
+class ConfigError(CgjaxError, ValueError):
+    """An option or configuration value outside its allowed range. Raised by the config and options
+    dataclasses at construction, so library users get the CLI's message (which names the flag)."""

@@ -15,7 +15,9 @@ from cgjax.data import apply_scalers, from_arrays, split_cohort, write_cohort
 from cgjax.datasets import synthetic_tcga
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
-from cgjax.ensemble import ArchConfig, ensemble_weights, model_specs, sample_target
+from cgjax.ensemble import ArchConfig, model_specs, sample_target
+from cgjax.sampling.options import SampleOptions
+from cgjax.sampling.weights import ensemble_weights
 from cgjax.errors import CgjaxError, CheckpointError, CohortError
 
 ARCH = ArchConfig(hidden=16, n_layers=3, time_dim=8, cond_embed_dim=8)
@@ -64,25 +66,25 @@ def test_checkpoint_round_trip_gives_identical_imputations(trained, cohort):
     test = pipeline.scaled_inputs(ms, cohort.split("test"))
     given = {m: test[m] for m in ("cna", "rppa")}
     for method in ("coherent", "multi", "single"):
-        a = sample_target(ms, "rnaseq", given, method=method, replicates=2, seed=3)
-        b = sample_target(restored, "rnaseq", given, method=method, replicates=2, seed=3)
+        a = sample_target(ms, "rnaseq", given, SampleOptions(method, replicates=2, seed=3))
+        b = sample_target(restored, "rnaseq", given, SampleOptions(method, replicates=2, seed=3))
         np.testing.assert_array_equal(a.x, b.x)
         assert a.x.shape == (2, len(test["rnaseq"]), 6) and np.isfinite(a.x).all()
     # same seed, same output; another seed, another output
-    c = sample_target(ms, "rnaseq", given, method="multi", seed=4)
-    assert not np.array_equal(c.x, sample_target(ms, "rnaseq", given, method="multi", seed=3).x[:1])
+    c = sample_target(ms, "rnaseq", given, SampleOptions("multi", seed=4))
+    assert not np.array_equal(c.x, sample_target(ms, "rnaseq", given, SampleOptions("multi", seed=3)).x[:1])
 
 
 def test_replicates_are_independent_and_chunks_match_the_whole_batch(trained, cohort):
     ms, _ = trained
     test = pipeline.scaled_inputs(ms, cohort.split("test"))
     given = {"cna": test["cna"], "wsi": test["wsi"]}
-    whole = sample_target(ms, "rppa", given, method="coherent", replicates=2, seed=0)
+    whole = sample_target(ms, "rppa", given, SampleOptions(replicates=2))
     assert not np.allclose(whole.x[0], whole.x[1])
     n = len(test["cna"])
     half = n // 2
-    parts = [sample_target(ms, "rppa", {k: v[sl] for k, v in given.items()}, method="coherent", replicates=2,
-                           seed=0, row_offset=sl.start, n_total=n)
+    parts = [sample_target(ms, "rppa", {k: v[sl] for k, v in given.items()}, SampleOptions(replicates=2),
+                           row_offset=sl.start, n_total=n)
              for sl in (slice(0, half), slice(half, n))]
     # equal up to float32 rounding (matrix products may block differently for other batch sizes)
     np.testing.assert_allclose(np.concatenate([p.x for p in parts], axis=1), whole.x, rtol=1e-4, atol=1e-4)
@@ -106,8 +108,8 @@ def test_per_row_subsets_in_one_call(trained, cohort, monkeypatch):
     best_of_both = 1 + (ms.val_score("rnaseq_from_cna") < ms.val_score("rnaseq_from_wsi"))
     for method, members in (("coherent", (2, 1)), ("multi", (1, 1)), ("single", (best_of_both, 1))):
         evaluated.clear()
-        mixed = sample_target(ms, "rnaseq", {"cna": cna, "wsi": wsi}, method=method, seed=2)
-        only = sample_target(ms, "rnaseq", {"wsi": wsi[: n // 2]}, method=method, seed=2, n_total=n)
+        mixed = sample_target(ms, "rnaseq", {"cna": cna, "wsi": wsi}, SampleOptions(method, seed=2))
+        only = sample_target(ms, "rnaseq", {"wsi": wsi[: n // 2]}, SampleOptions(method, seed=2), n_total=n)
         np.testing.assert_allclose(mixed.x[:, : n // 2], only.x, rtol=1e-4, atol=1e-4)
         assert tuple(evaluated) == members, (method, evaluated)  # rppa's model never runs
 
@@ -118,10 +120,8 @@ def test_rows_without_conditions_are_refused_unless_unconditional(trained):
     with pytest.raises(CgjaxError, match="none of"):
         sample_target(ms, "rnaseq", given)
     for method in ("coherent", "multi"):
-        res = sample_target(ms, "rnaseq", given, method=method, unconditional=True)
+        res = sample_target(ms, "rnaseq", given, SampleOptions(method, unconditional=True))
         assert np.isfinite(res.x).all()
-    with pytest.raises(CgjaxError, match="unknown method"):
-        sample_target(ms, "rnaseq", {"cna": np.zeros((3, 6), np.float32)}, method="magic")
     with pytest.raises(CgjaxError, match="expect 6"):
         sample_target(ms, "rnaseq", {"cna": np.zeros((3, 5), np.float32)})
 
