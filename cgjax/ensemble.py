@@ -27,10 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cgjax._validate import is_int
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
-from cgjax.diffusion.train import GroupData, TrainConfig, TrainState, init_state, make_train_fn
-from cgjax.errors import CgjaxError
+from cgjax.diffusion.train import (GroupData, TrainConfig, TrainState, init_state, make_inference_fn,
+                                   make_train_fn)
+from cgjax.errors import CgjaxError, ConfigError
 from cgjax.sampling.coherent import RejectionConfig, make_sampler
 from cgjax.sampling.options import SampleOptions
 from cgjax.sampling.weights import best_available, ensemble_weights
@@ -57,6 +59,12 @@ class ArchConfig:
     n_layers: int = 5
     time_dim: int = 128
     cond_embed_dim: int = 32
+
+    def __post_init__(self):
+        for field, least in (("hidden", 1), ("n_layers", 2), ("time_dim", 1), ("cond_embed_dim", 1)):
+            v = getattr(self, field)
+            if not (is_int(v) and v >= least):
+                raise ConfigError(f"ArchConfig.{field} must be an integer >= {least}, got {v!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -409,14 +417,15 @@ def train_model_set(run: TrainingRun, train_data, train_masks, val_data, val_mas
     for name, g in ms.groups.items():
         data = group_arrays(g, train_data, train_masks)
         spe = steps_per_epoch(data, tcfg.batch_size)
+        multi = g.specs[0].kind == "multi"
         prepared[name] = (data, group_arrays(g, val_data, val_masks), spe,
-                          make_train_fn(g.dcfg, schedule, tcfg, multi=g.specs[0].kind == "multi",
-                                        total_steps=tcfg.epochs * spe))
+                          make_train_fn(g.dcfg, schedule, tcfg, multi=multi, total_steps=tcfg.epochs * spe),
+                          make_inference_fn(g.dcfg, schedule, tcfg, multi=multi))
     bar = tqdm(total=tcfg.epochs, initial=run.epoch, desc="training", unit="epoch", disable=not progress)
     while run.epoch < tcfg.epochs:
         target_epoch = min(tcfg.epochs, (run.epoch // tcfg.eval_every + 1) * tcfg.eval_every)
         losses = {}
-        for gi, (name, (data, val, spe, train_fn)) in enumerate(prepared.items()):
+        for gi, (name, (data, val, spe, train_fn, _)) in enumerate(prepared.items()):
             calls = max(1, math.ceil((target_epoch * spe - int(run.states[name].step)) / tcfg.steps_per_call))
             gkey = jax.random.fold_in(key, gi)
             for _ in range(calls):
@@ -433,11 +442,14 @@ def train_model_set(run: TrainingRun, train_data, train_masks, val_data, val_mas
 
 
 def _select(run: TrainingRun, prepared, losses, key):
-    """Validate the live params of every group; keep, per model, the better of live and best."""
+    """Validate the current weights of every group (the live ones, or the moving average with its own
+    BatchNorm statistics, :func:`cgjax.diffusion.train.make_inference_fn`); keep, per model, the
+    better of current and best."""
     ms, tcfg = run.model_set, run.model_set.train_cfg
-    for name, g in ms.groups.items():
-        live = dataclasses.replace(g, params=run.states[name].inference_params(),
-                                   batch_stats=run.states[name].batch_stats)
+    for gi, (name, g) in enumerate(ms.groups.items()):
+        data, _, _, _, inference = prepared[name]
+        params, stats = inference(run.states[name], data, jax.random.fold_in(key, 1_000 + gi))
+        live = dataclasses.replace(g, params=params, batch_stats=stats)
         scores = validate_group(live, ms.schedule_cfg, prepared[name][1], tcfg.val_replicates, key)
         crit = scores[tcfg.select_by]
         better = crit < run.best_scores[name]

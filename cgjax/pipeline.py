@@ -55,7 +55,7 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
         if run is not None:
             ms = run.model_set
             same = (ms.arch == arch and ms.schedule_cfg == schedule_cfg and ms.dims == train_c.dims()
-                    and dataclasses.replace(ms.train_cfg, epochs=0) == dataclasses.replace(train_cfg, epochs=0))
+                    and {**ms.train_cfg.to_dict(), "epochs": None} == {**train_cfg.to_dict(), "epochs": None})
             if not same:
                 raise CgjaxError(f"{out}: holds a checkpoint trained with another configuration or cohort; "
                                  "choose another --out or pass --no-resume to overwrite it")

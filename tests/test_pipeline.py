@@ -232,8 +232,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys, trained):
     cfg = tmp_path / "c.json"
     for text, needle in [('{"arch": {"hidden": 8}, "oops": {}}', "unknown config section"),
                          ('{"schedule": {"timesteps": 20}}', "too few timesteps (20)"),
-                         ('{"train": {"val_replicates": 0}}', "val_replicates must be >= 1"),
-                         ('{"train": {"select_by": "energy", "val_replicates": 1}}', "needs val_replicates >= 2"),
+                         ('{"train": {"val_replicates": 0}}', "TrainConfig.val_replicates must be an integer >= 1"),
+                         ('{"train": {"select_by": "energy", "val_replicates": 1}}',
+                          "val_replicates must be >= 2 with select_by='energy'"),
                          ('{"arch": {"hidden": 8', "cannot parse config")]:
         cfg.write_text(text)
         assert cli(["train", str(good), "--out", str(tmp_path / "x"), "--config", str(cfg), "--quiet"]) == 2

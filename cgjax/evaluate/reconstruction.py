@@ -192,9 +192,10 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
     r2_mean, r2_std: pooled R2 (def. A) per replicate, mean and std (ddof 0); r2_replicates: the R
     values; variance_pct: output variance as % of the real variance (REFERENCE 5.3, ddof 0);
     r2_of_mean: R2 of the replicate mean; energy_score: mean over rows (a point mass when R = 1 or
-    the replicates are identical: mean distance to the truth); coverage90: fraction of entries
-    inside the central 90% interval of their replicates (for a calibrated sampler 0.9 (R - 1) /
-    (R + 1) in expectation, not 0.9: the interval of R draws is narrower than the true one); variance_ratio (with ``posterior_var``):
+    the replicates are identical: mean distance to the truth); coverage_range: fraction of entries
+    inside the range [min, max] of their R replicates, and coverage_range_expected = (R - 1) / (R + 1),
+    its expectation for a calibrated sampler (:func:`cgjax.evaluate.metrics.range_coverage`);
+    variance_ratio (with ``posterior_var``):
     replicate variance (ddof 1) over the oracle's posterior variance (about 1 when calibrated).
     """
     samples = np.asarray(samples, np.float64)
@@ -207,10 +208,10 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
            "r2_of_mean": float(metrics.r2_pooled(truth, samples.mean(axis=0)))}
     if not identical:
         rec["energy_score"] = float(metrics.energy_score(samples, truth).mean())
-        rec["coverage90"] = float(metrics.interval_coverage(samples, truth, 0.9))
     else:
         rec["energy_score"] = float(np.linalg.norm(samples[0] - truth, axis=1).mean())
-        rec["coverage90"] = float((samples[0] == truth).mean())
+    rec["coverage_range"] = metrics.range_coverage(samples, truth)
+    rec["coverage_range_expected"] = metrics.expected_range_coverage(R)
     if posterior_var is not None:
         rec["variance_ratio"] = 0.0 if identical else float(metrics.variance_ratio(samples, posterior_var))
     return rec
