@@ -4,7 +4,8 @@ One directory per trained set of models::
 
     CKPT_DIR/
       cgjax_checkpoint.json   configs, modality names and widths, feature names, scalers, validation
-                              metrics and history, coherent-ensemble weights, format version
+                              metrics and history, coherent-ensemble weights (null for a target
+                              with an unscored model), format version
       models/                 Orbax PyTree: {group: {"params", "batch_stats"}} (the selected models)
       resume/                 Orbax PyTree of the live training state (optimiser included), if any
 

@@ -421,7 +421,11 @@ def train_model_set(run: TrainingRun, train_data, train_masks, val_data, val_mas
         prepared[name] = (data, group_arrays(g, val_data, val_masks), spe,
                           make_train_fn(g.dcfg, schedule, tcfg, multi=multi, total_steps=tcfg.epochs * spe),
                           make_inference_fn(g.dcfg, schedule, tcfg, multi=multi))
-    bar = tqdm(total=tcfg.epochs, initial=run.epoch, desc="training", unit="epoch", disable=not progress)
+    # progress in optimiser steps of every group, advanced after each compiled call (which is awaited
+    # when the bar is shown, so that its rate and ETA are real); validations show in the postfix
+    total = sum(tcfg.epochs * p[2] for p in prepared.values())
+    done = lambda: sum(min(int(run.states[n].step), tcfg.epochs * p[2]) for n, p in prepared.items())
+    bar = tqdm(total=total, initial=min(done(), total), desc="training", unit="step", disable=not progress)
     while run.epoch < tcfg.epochs:
         target_epoch = min(tcfg.epochs, (run.epoch // tcfg.eval_every + 1) * tcfg.eval_every)
         losses = {}
@@ -430,11 +434,16 @@ def train_model_set(run: TrainingRun, train_data, train_masks, val_data, val_mas
             gkey = jax.random.fold_in(key, gi)
             for _ in range(calls):
                 run.states[name], loss = train_fn(run.states[name], data, gkey)
+                if progress:
+                    jax.block_until_ready(loss)
+                    bar.update(min(done(), total) - bar.n)
+                    bar.set_postfix_str(f"epoch {run.epoch}->{target_epoch}, group {name}", refresh=False)
             losses[name] = np.asarray(loss)
         run.epoch = target_epoch
-        bar.update(target_epoch - bar.n)
+        bar.set_postfix_str(f"epoch {run.epoch}, validating")
         _select(run, prepared, losses, jax.random.fold_in(key, 10_000 + run.epoch))
-        bar.set_postfix(val_mse=f"{np.mean([h['mse'] for h in run.history[-len(ms.val_metrics):]]):.3f}")
+        bar.set_postfix_str(f"epoch {run.epoch}, val_mse "
+                            f"{np.mean([h['mse'] for h in run.history[-len(ms.val_metrics):]]):.3f}")
         if on_validation is not None:
             on_validation(run)
     bar.close()

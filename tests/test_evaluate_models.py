@@ -40,8 +40,10 @@ def random_model_set(cohort, scalers, seed=0):
         groups[name].params = jax.tree_util.tree_map_with_path(init, state.params)
         groups[name].batch_stats = [{k: np.zeros(v.shape, v.dtype) if k == "mean" else np.ones(v.shape, v.dtype)
                                      for k, v in bs.items()} for bs in state.batch_stats]
+    # equal validation scores (inverse-MSE weights then uniform): an unscored model set is refused
+    scores = {s.name: {"mse": 1.0} for g in groups.values() for s in g.specs}
     return ModelSet(tuple(cohort.modalities), cohort.dims(), ARCH, ScheduleConfig(timesteps=30), tcfg, groups,
-                    scalers.to_dict(), dict(cohort.feature_names))
+                    scalers.to_dict(), dict(cohort.feature_names), scores)
 
 
 @pytest.fixture(scope="module")

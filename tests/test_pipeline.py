@@ -17,7 +17,6 @@ from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.ensemble import ArchConfig, model_specs, sample_target
 from cgjax.sampling.options import SampleOptions
-from cgjax.sampling.weights import ensemble_weights
 from cgjax.errors import CgjaxError, CheckpointError, CohortError
 
 ARCH = ArchConfig(hidden=16, n_layers=3, time_dim=8, cond_embed_dim=8)
@@ -126,15 +125,37 @@ def test_rows_without_conditions_are_refused_unless_unconditional(trained):
         sample_target(ms, "rnaseq", {"cna": np.zeros((3, 5), np.float32)})
 
 
-def test_ensemble_weights():
-    mse = np.array([0.5, 1.0, 2.0])
-    np.testing.assert_allclose(ensemble_weights(mse, "inverse_mse"), [4 / 7, 2 / 7, 1 / 7])
-    z = np.array([2.0, 1.0, 0.5])
-    np.testing.assert_allclose(ensemble_weights(mse, "softmax_inverse_mse"), np.exp(z) / np.exp(z).sum())
-    np.testing.assert_allclose(ensemble_weights(mse, "uniform"), [1 / 3] * 3)
-    np.testing.assert_allclose(ensemble_weights(mse, [1, 1, 2]), [0.25, 0.25, 0.5])
-    with pytest.raises(CgjaxError):
-        ensemble_weights(mse, [1, -1, 2])
+def test_nan_validation_scores_are_refused_by_name_or_never_picked_for_an_absent_model(cohort, trained):
+    """rnaseq_from_wsi loses its validation score (NaN, or missing): coherent inverse-MSE weighting of a
+    row that uses it is refused naming it (no silent uniform fallback), rows without wsi sample as
+    before, uniform weighting needs no score; single never picks a model the row lacks (the old
+    argmin picked member 0, rnaseq_from_cna, for a wsi-only row)."""
+    import dataclasses
+
+    ms, _ = trained
+    test = pipeline.scaled_inputs(ms, cohort.split("test"))
+    n = len(test["cna"])
+    cna, wsi = test["cna"].copy(), test["wsi"].copy()
+    cna[: n // 2] = np.nan  # first half: wsi only
+    for broken in ({**ms.val_metrics, "rnaseq_from_wsi": {"mse": float("nan")}},
+                   {k: v for k, v in ms.val_metrics.items() if k != "rnaseq_from_wsi"}):
+        bad = dataclasses.replace(ms, val_metrics=broken)
+        with pytest.raises(CgjaxError, match="rnaseq_from_wsi"):
+            sample_target(bad, "rnaseq", {"cna": cna, "wsi": wsi}, SampleOptions(seed=2))
+        # rows that do not use the unscored model: unaffected
+        ok = sample_target(bad, "rnaseq", {"cna": test["cna"], "rppa": test["rppa"]}, SampleOptions(seed=2))
+        ref = sample_target(ms, "rnaseq", {"cna": test["cna"], "rppa": test["rppa"]}, SampleOptions(seed=2))
+        np.testing.assert_array_equal(ok.x, ref.x)
+        assert np.isfinite(sample_target(bad, "rnaseq", {"cna": cna, "wsi": wsi},
+                                         SampleOptions(weighting="uniform", seed=2)).x).all()
+        # single: the wsi-only rows use rnaseq_from_wsi (their only model), equal to wsi given alone
+        single = sample_target(bad, "rnaseq", {"cna": cna, "wsi": wsi}, SampleOptions("single", seed=2))
+        alone = sample_target(bad, "rnaseq", {"wsi": wsi[: n // 2]}, SampleOptions("single", seed=2), n_total=n)
+        np.testing.assert_allclose(single.x[:, : n // 2], alone.x, rtol=1e-4, atol=1e-4)
+        # ... and differ from what rnaseq_from_cna (which those rows lack) would give them
+        wrong = sample_target(bad, "rnaseq", {"cna": test["cna"][: n // 2]}, SampleOptions("single", seed=2),
+                              n_total=n)
+        assert np.abs(single.x[:, : n // 2] - wrong.x).max() > 1e-2
 
 
 def test_resume_continues_from_the_checkpoint(cohort, tmp_path):

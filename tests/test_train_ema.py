@@ -71,9 +71,33 @@ def test_without_ema_the_live_weights_and_statistics_are_used():
     assert params is state.params and stats is state.batch_stats
 
 
-def test_validation_uses_the_averaged_weights_with_their_own_statistics(monkeypatch):
+class _RecordingBar:
+    """Stands in for tqdm: records every position the bar is moved to."""
+
+    positions: list = []
+
+    def __init__(self, *, total, initial=0, disable=False, **kw):
+        self.total, self.n = total, initial
+        type(self).positions = [initial]
+
+    def update(self, k):
+        self.n += k
+        self.positions.append(self.n)
+
+    def set_postfix_str(self, *a, **k):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_training_loop_validates_ema_with_its_own_statistics_and_moves_the_bar_every_call(monkeypatch):
     """Through the training loop: the group validated (and kept) holds the EMA weights and
-    statistics recomputed for them, not the live running statistics."""
+    statistics recomputed for them, not the live running statistics. The progress bar counts
+    optimiser steps and moves after every compiled call (so its ETA is live), up to the total."""
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
     rng = np.random.default_rng(1)
     n = 40
     data = {"a": rng.normal(size=(n, 2)).astype(np.float32), "b": rng.normal(size=(n, 3)).astype(np.float32)}
@@ -88,7 +112,18 @@ def test_validation_uses_the_averaged_weights_with_their_own_statistics(monkeypa
     validate = ensemble.validate_group
     monkeypatch.setattr(ensemble, "validate_group",
                         lambda group, *a, **k: seen.setdefault(group.name, group) and validate(group, *a, **k))
-    ensemble.train_model_set(run, data, masks, data, masks, progress=False)
+    calls = []
+    make = ensemble.make_train_fn
+
+    def counting_make(*a, **k):
+        fn = make(*a, **k)
+        return lambda *x: (calls.append(1), fn(*x))[1]
+
+    monkeypatch.setattr(ensemble, "make_train_fn", counting_make)
+    ensemble.train_model_set(run, data, masks, data, masks, progress=True)
+    steps = _RecordingBar.positions
+    assert len(steps) == len(calls) + 1 and np.all(np.diff(steps) > 0), (steps, len(calls))
+    assert steps[-1] == sum(int(s.step) for s in run.states.values())  # one epoch = steps_per_call here
     assert set(seen) == set(run.model_set.groups)
     for name, group in seen.items():
         state = run.states[name]
