@@ -4,7 +4,8 @@ One directory per trained set of models::
 
     CKPT_DIR/
       cgjax_checkpoint.json   configs, modality names and widths, feature names, scalers, validation
-                              metrics and history, coherent-ensemble weights, format version
+                              metrics and history, coherent-ensemble weights (null for a target
+                              with an unscored model), format version
       models/                 Orbax PyTree: {group: {"params", "batch_stats"}} (the selected models)
       resume/                 Orbax PyTree of the live training state (optimiser included), if any
 
@@ -27,9 +28,10 @@ import numpy as np
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig, init_state
-from cgjax.ensemble import (ArchConfig, Group, ModelSet, ModelSpec, TrainingRun, ensemble_weights)
+from cgjax.ensemble import ArchConfig, Group, ModelSet, ModelSpec, TrainingRun
+from cgjax.sampling.weights import ensemble_weights
 from cgjax._atomic import atomic_directory, check_replaceable, probe_writable, write_json_synced
-from cgjax.errors import CheckpointError
+from cgjax.errors import CgjaxError, CheckpointError
 
 FORMAT_VERSION = 1
 META_FILE = "cgjax_checkpoint.json"
@@ -53,11 +55,18 @@ def _model_tree(ms: ModelSet) -> dict:
 
 
 def coherent_weights(ms: ModelSet, weighting: str = "inverse_mse") -> dict:
-    """Per target, the base ensemble weight of each single model (all conditions available)."""
+    """Per target, the base ensemble weight of each single model (all conditions available), by
+    :func:`cgjax.sampling.weights.ensemble_weights`; None for a target whose weights are undefined
+    (a model without a finite validation score, e.g. one that never improved on its first check)."""
     out = {}
     for t in ms.modalities:
         sources = [s for s in ms.modalities if s != t]
-        w = ensemble_weights([ms.val_score(f"{t}_from_{s}") for s in sources], weighting)
+        try:
+            w = ensemble_weights([ms.val_score(f"{t}_from_{s}") for s in sources], weighting,
+                                 names=[f"{t}_from_{s}" for s in sources])
+        except CgjaxError:
+            out[t] = None
+            continue
         out[t] = {s: float(x) for s, x in zip(sources, w)}
     return out
 

@@ -27,14 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cgjax._validate import is_int
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
-from cgjax.diffusion.train import GroupData, TrainConfig, TrainState, init_state, make_train_fn
-from cgjax.errors import CgjaxError
-from cgjax.sampling.coherent import RejectionConfig, SolverConfig, make_sampler
-
-METHODS = ("coherent", "multi", "single")
-WEIGHTINGS = ("inverse_mse", "softmax_inverse_mse", "uniform")
+from cgjax.diffusion.train import (GroupData, TrainConfig, TrainState, init_state, make_inference_fn,
+                                   make_train_fn)
+from cgjax.errors import CgjaxError, ConfigError
+from cgjax.sampling.coherent import RejectionConfig, make_sampler
+from cgjax.sampling.options import SampleOptions
+from cgjax.sampling.weights import best_available, ensemble_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,12 @@ class ArchConfig:
     n_layers: int = 5
     time_dim: int = 128
     cond_embed_dim: int = 32
+
+    def __post_init__(self):
+        for field, least in (("hidden", 1), ("n_layers", 2), ("time_dim", 1), ("cond_embed_dim", 1)):
+            v = getattr(self, field)
+            if not (is_int(v) and v >= least):
+                raise ConfigError(f"ArchConfig.{field} must be an integer >= {least}, got {v!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,29 +214,6 @@ def _ensemble_sampler(dcfg, schedule_cfg, rejection, return_distance, solver):
                         solver=solver)
 
 
-def ensemble_weights(scores: np.ndarray, weighting: str | Sequence[float]) -> np.ndarray:
-    """Base weights of M models from their validation MSEs (docs/reference.md 4.1, 6.1).
-
-    ``inverse_mse`` (paper, default): w_i = (1/mse_i) / sum_j (1/mse_j); ``softmax_inverse_mse``
-    (reference code): softmax(1/mse); ``uniform``; or explicit weights (normalised)."""
-    scores = np.asarray(scores, np.float64)
-    if isinstance(weighting, str):
-        if weighting == "uniform" or not np.all(np.isfinite(scores)):
-            w = np.ones_like(scores)
-        elif weighting == "inverse_mse":
-            w = 1.0 / scores
-        elif weighting == "softmax_inverse_mse":
-            z = 1.0 / scores
-            w = np.exp(z - z.max())
-        else:
-            raise CgjaxError(f"unknown weighting '{weighting}'; choose one of {WEIGHTINGS} or give numbers")
-    else:
-        w = np.asarray(weighting, np.float64)
-        if w.shape != scores.shape or np.any(w < 0) or w.sum() <= 0:
-            raise CgjaxError(f"weights must be {len(scores)} non-negative numbers with a positive sum, got {list(w)}")
-    return w / w.sum()
-
-
 @dataclasses.dataclass
 class Imputation:
     """Samples of one target: x f32[R, N, F] (standardised scale), attempts i32[R, N], passed bool[R, N]."""
@@ -243,11 +227,9 @@ class Imputation:
     distance: np.ndarray | None = None
 
 
-def _target_inputs(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], method: str,
-                   weighting, unconditional: bool):
+def _target_inputs(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], options: SampleOptions):
     """Validate a sampling request; return (group, members, conds, masks, weights, N) for its N rows."""
-    if method not in METHODS:
-        raise CgjaxError(f"unknown method '{method}'; choose one of {METHODS}")
+    method, weighting, unconditional = options.method, options.weighting, options.unconditional
     if target not in ms.modalities:
         raise CgjaxError(f"unknown target modality '{target}'; the models know {list(ms.modalities)}")
     for m in given:
@@ -289,56 +271,53 @@ def _target_inputs(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], m
         masks = np.ones(conds.shape[:3], np.float32)
         scores = np.array([ms.val_score(n) for n in names])
         if method == "single":  # one-hot on the best available model of each row
-            ranked = np.where(avail, np.nan_to_num(scores, nan=np.inf), np.inf)
-            weights = np.eye(len(names), dtype=np.float32)[np.argmin(ranked, axis=1)]
+            weights = best_available(scores, avail, names=names)
         else:
-            w = ensemble_weights(scores, weighting)[None, :] * avail
-            weights = (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+            weights = ensemble_weights(scores, weighting, avail, names=names)
     return group, members, conds.astype(np.float32), masks.astype(np.float32), weights.astype(np.float32), N
 
 
-def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], *, method: str = "coherent",
-                       replicates: int = 1, key=None, seed: int = 0, rejection: RejectionConfig = RejectionConfig(),
-                       weighting: str | Sequence[float] = "inverse_mse", unconditional: bool = False,
-                       return_distance: bool = False, row_offset: int = 0, n_total: int | None = None,
-                       solver: SolverConfig = SolverConfig(), mesh=None, max_batch: int | None = None,
+def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray],
+                       options: SampleOptions = SampleOptions(), *, key=None, return_distance: bool = False,
+                       row_offset: int = 0, n_total: int | None = None, mesh=None,
                        flat_range: tuple[int, int] | None = None):
     """The samples of :func:`sample_target` chunk by chunk, without holding them all.
 
-    The R x N requested samples are numbered replicate-major (flat index i = k N + r for replicate k
-    of row r). Yields ``(lo, hi, chunk)`` for consecutive flat ranges covering ``flat_range``
-    (default all of them), where ``chunk`` is an :class:`Imputation` whose arrays have a leading
-    axis of hi - lo flat rows (``x`` f32[hi - lo, F], ...). Every chunk has the same padded shape
-    (one compilation) of at most ``max_batch`` rows (default: :func:`cgjax.distributed.default_max_batch`
-    for the device), rounded up to a multiple of the mesh size, and is split over ``mesh`` when given.
-    The samples are those of one big batch: each keeps its global row id.
+    The R x N requested samples (R = ``options.replicates``) are numbered replicate-major (flat
+    index i = k N + r for replicate k of row r). Yields ``(lo, hi, chunk)`` for consecutive flat
+    ranges covering ``flat_range`` (default all of them), where ``chunk`` is an :class:`Imputation`
+    whose arrays have a leading axis of hi - lo flat rows (``x`` f32[hi - lo, F], ...). Every chunk
+    has the same padded shape (one compilation) of at most ``options.max_batch`` rows (default:
+    :func:`cgjax.distributed.default_max_batch` for the device), rounded up to a multiple of the mesh
+    size, and is split over ``mesh`` when given. The samples are those of one big batch: each keeps
+    its global row id.
     """
     from cgjax import distributed
 
-    group, members, conds, masks, weights, N = _target_inputs(ms, target, given, method, weighting, unconditional)
+    method, rejection, solver = options.method, options.rejection, options.solver
+    group, members, conds, masks, weights, N = _target_inputs(ms, target, given, options)
     used = np.flatnonzero(weights.any(axis=0))
     if len(used) < len(members):
         # a member no row uses (weight 0 everywhere: "single", or a condition absent from the whole
         # batch) would cost a forward pass per step and change nothing (its pairs have weight 0)
         members = [members[i] for i in used]
         conds, masks, weights = conds[:, used], masks[:, used], weights[:, used]
-    R = int(replicates)
+    R = options.replicates
     total = R * N
     lo, hi = (0, total) if flat_range is None else (int(flat_range[0]), int(flat_range[1]))
     if not 0 <= lo <= hi <= total:
         raise CgjaxError(f"flat range [{lo}, {hi}) outside the {total} samples")
     n_total = N + row_offset if n_total is None else n_total
-    key = jax.random.PRNGKey(seed) if key is None else key
+    key = jax.random.PRNGKey(options.seed) if key is None else key
     params, stats = group.member(members)
     sampler = _ensemble_sampler(group.dcfg, ms.schedule_cfg, rejection if method == "coherent" else
                                 dataclasses.replace(rejection, enabled=False), return_distance, solver)
     n_dev = 1 if mesh is None else mesh.size
+    max_batch = options.max_batch
     if max_batch is None:
         n_steps = (solver.steps or ms.schedule_cfg.timesteps) if return_distance else 0
         max_batch = distributed.default_max_batch(group.dcfg, len(members), n_steps=n_steps,
                                                   return_distance=return_distance)
-    if max_batch < 1:
-        raise CgjaxError(f"max_batch must be >= 1, got {max_batch}")
     size = distributed.round_up(min(max_batch, max(hi - lo, 1)), n_dev)
     for a, b in distributed.chunk_ranges(lo, hi, size):
         flat = np.arange(a, b)
@@ -349,41 +328,37 @@ def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray
         yield a, b, Imputation(target, method, res.x0, res.attempts, res.passed, res.frac_incoherent, res.distance)
 
 
-def sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], *, method: str = "coherent",
-                  replicates: int = 1, key=None, seed: int = 0, rejection: RejectionConfig = RejectionConfig(),
-                  weighting: str | Sequence[float] = "inverse_mse", unconditional: bool = False,
-                  return_distance: bool = False, row_offset: int = 0, n_total: int | None = None,
-                  solver: SolverConfig = SolverConfig(), mesh=None, max_batch: int | None = None) -> Imputation:
-    """Draw ``replicates`` samples of ``target`` for N rows from whatever modalities each row has.
+def sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray],
+                  options: SampleOptions = SampleOptions(), *, key=None, return_distance: bool = False,
+                  row_offset: int = 0, n_total: int | None = None, mesh=None) -> Imputation:
+    """Draw ``options.replicates`` samples of ``target`` for N rows from whatever modalities each row has.
 
     given: modality -> f32[N, D] in the standardised scale, NaN rows where the row lacks it
       (a modality left out of ``given`` is absent for every row; the target itself is ignored).
-    unconditional: sample with no condition at all (multi: every condition masked; coherent and
-      single: the single models fed all-zero conditions, as the reference does, docs/reference.md 5.7).
+    options: how to sample (:class:`cgjax.sampling.options.SampleOptions`); with
+      ``options.unconditional``, sample with no condition at all (multi: every condition masked;
+      coherent and single: the single models fed all-zero conditions, as the reference does,
+      docs/reference.md 5.7).
+    key: overrides ``options.seed``.
     row_offset, n_total: index of the first row within, and size of, the whole batch these rows are a
       chunk of, so that every chunk draws the same noise as the whole batch would (row r of
       replicate k has id k * n_total + row_offset + r).
     mesh: a :class:`jax.sharding.Mesh` (:func:`cgjax.distributed.make_mesh`) to split the rows over
       its devices (batches padded to a multiple of its size, parameters replicated).
-    max_batch: sample at most this many (row, replicate) pairs per compiled call (default: from the
-      device's memory, :func:`cgjax.distributed.default_max_batch`); results do not depend on it.
     """
     out = None
-    for a, b, chunk in iter_sample_target(ms, target, given, method=method, replicates=replicates, key=key,
-                                          seed=seed, rejection=rejection, weighting=weighting,
-                                          unconditional=unconditional, return_distance=return_distance,
-                                          row_offset=row_offset, n_total=n_total, solver=solver, mesh=mesh,
-                                          max_batch=max_batch):
+    for a, b, chunk in iter_sample_target(ms, target, given, options, key=key, return_distance=return_distance,
+                                          row_offset=row_offset, n_total=n_total, mesh=mesh):
         fields = (chunk.x, chunk.attempts, chunk.passed, chunk.frac_incoherent, chunk.distance)
         if out is None:
-            total = int(replicates) * (len(next(v for m, v in given.items() if m != target)))
+            total = options.replicates * (len(next(v for m, v in given.items() if m != target)))
             out = [None if f is None else np.empty((total, *f.shape[1:]), f.dtype) for f in fields]
         for o, f in zip(out, fields):
             if o is not None:
                 o[a:b] = f
-    R = int(replicates)
+    R = options.replicates
     shape = lambda a: None if a is None else a.reshape(R, -1, *a.shape[1:])
-    return Imputation(target, method, *(shape(a) for a in out))
+    return Imputation(target, options.method, *(shape(a) for a in out))
 
 
 # ---- training -----------------------------------------------------------------------------------
@@ -443,23 +418,33 @@ def train_model_set(run: TrainingRun, train_data, train_masks, val_data, val_mas
     for name, g in ms.groups.items():
         data = group_arrays(g, train_data, train_masks)
         spe = steps_per_epoch(data, tcfg.batch_size)
+        multi = g.specs[0].kind == "multi"
         prepared[name] = (data, group_arrays(g, val_data, val_masks), spe,
-                          make_train_fn(g.dcfg, schedule, tcfg, multi=g.specs[0].kind == "multi",
-                                        total_steps=tcfg.epochs * spe))
-    bar = tqdm(total=tcfg.epochs, initial=run.epoch, desc="training", unit="epoch", disable=not progress)
+                          make_train_fn(g.dcfg, schedule, tcfg, multi=multi, total_steps=tcfg.epochs * spe),
+                          make_inference_fn(g.dcfg, schedule, tcfg, multi=multi))
+    # progress in optimiser steps of every group, advanced after each compiled call (which is awaited
+    # when the bar is shown, so that its rate and ETA are real); validations show in the postfix
+    total = sum(tcfg.epochs * p[2] for p in prepared.values())
+    done = lambda: sum(min(int(run.states[n].step), tcfg.epochs * p[2]) for n, p in prepared.items())
+    bar = tqdm(total=total, initial=min(done(), total), desc="training", unit="step", disable=not progress)
     while run.epoch < tcfg.epochs:
         target_epoch = min(tcfg.epochs, (run.epoch // tcfg.eval_every + 1) * tcfg.eval_every)
         losses = {}
-        for gi, (name, (data, val, spe, train_fn)) in enumerate(prepared.items()):
+        for gi, (name, (data, val, spe, train_fn, _)) in enumerate(prepared.items()):
             calls = max(1, math.ceil((target_epoch * spe - int(run.states[name].step)) / tcfg.steps_per_call))
             gkey = jax.random.fold_in(key, gi)
             for _ in range(calls):
                 run.states[name], loss = train_fn(run.states[name], data, gkey)
+                if progress:
+                    jax.block_until_ready(loss)
+                    bar.update(min(done(), total) - bar.n)
+                    bar.set_postfix_str(f"epoch {run.epoch}->{target_epoch}, group {name}", refresh=False)
             losses[name] = np.asarray(loss)
         run.epoch = target_epoch
-        bar.update(target_epoch - bar.n)
+        bar.set_postfix_str(f"epoch {run.epoch}, validating")
         _select(run, prepared, losses, jax.random.fold_in(key, 10_000 + run.epoch))
-        bar.set_postfix(val_mse=f"{np.mean([h['mse'] for h in run.history[-len(ms.val_metrics):]]):.3f}")
+        bar.set_postfix_str(f"epoch {run.epoch}, val_mse "
+                            f"{np.mean([h['mse'] for h in run.history[-len(ms.val_metrics):]]):.3f}")
         if on_validation is not None:
             on_validation(run)
     bar.close()
@@ -467,11 +452,14 @@ def train_model_set(run: TrainingRun, train_data, train_masks, val_data, val_mas
 
 
 def _select(run: TrainingRun, prepared, losses, key):
-    """Validate the live params of every group; keep, per model, the better of live and best."""
+    """Validate the current weights of every group (the live ones, or the moving average with its own
+    BatchNorm statistics, :func:`cgjax.diffusion.train.make_inference_fn`); keep, per model, the
+    better of current and best."""
     ms, tcfg = run.model_set, run.model_set.train_cfg
-    for name, g in ms.groups.items():
-        live = dataclasses.replace(g, params=run.states[name].inference_params(),
-                                   batch_stats=run.states[name].batch_stats)
+    for gi, (name, g) in enumerate(ms.groups.items()):
+        data, _, _, _, inference = prepared[name]
+        params, stats = inference(run.states[name], data, jax.random.fold_in(key, 1_000 + gi))
+        live = dataclasses.replace(g, params=params, batch_stats=stats)
         scores = validate_group(live, ms.schedule_cfg, prepared[name][1], tcfg.val_replicates, key)
         crit = scores[tcfg.select_by]
         better = crit < run.best_scores[name]

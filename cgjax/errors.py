@@ -21,3 +21,8 @@ class CheckpointError(CgjaxError):
 class OutputError(CgjaxError):
     """An output path cannot be written: it holds something cgjax did not write (and will not
     replace), or the filesystem refuses."""
+
+
+class ConfigError(CgjaxError, ValueError):
+    """An option or configuration value outside its allowed range. Raised by the config and options
+    dataclasses at construction, so library users get the CLI's message (which names the flag)."""

@@ -20,7 +20,7 @@ from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.ensemble import ArchConfig, ModelSet, TrainingRun, new_training_run, sample_target, train_model_set
 from cgjax.errors import CgjaxError, CheckpointError, CohortError
-from cgjax.sampling.coherent import RejectionConfig, SolverConfig
+from cgjax.sampling.options import SampleOptions
 
 
 def split_and_scale(cohort: Cohort, *, split_seed: int = 42, record: bool = False):
@@ -62,7 +62,7 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
             ms = run.model_set
             same = (ms.arch == arch and ms.schedule_cfg == schedule_cfg and ms.dims == train_c.dims()
                     and (ms.split is None or ms.split == split)
-                    and dataclasses.replace(ms.train_cfg, epochs=0) == dataclasses.replace(train_cfg, epochs=0))
+                    and {**ms.train_cfg.to_dict(), "epochs": None} == {**train_cfg.to_dict(), "epochs": None})
             if not same:
                 raise CgjaxError(f"{out}: holds a checkpoint trained with another configuration or cohort; "
                                  "choose another --out or pass --no-resume to overwrite it")
@@ -98,12 +98,13 @@ def scaled_inputs(ms: ModelSet, cohort: Cohort) -> dict[str, np.ndarray]:
     return out
 
 
-def impute(ms: ModelSet, cohort: Cohort, *, method: str = "coherent", replicates: int = 1, seed: int = 0,
-           targets: Sequence[str] | None = None, rejection: RejectionConfig = RejectionConfig(),
-           weighting="inverse_mse", solver: SolverConfig = SolverConfig(), progress: bool = True,
-           max_batch: int | None = None, mesh=None, out_dir: str | Path | None = None,
-           process_index: int | None = None, process_count: int | None = None) -> dict:
-    """Fill every missing modality of every sample from the modalities it has.
+def impute(ms: ModelSet, cohort: Cohort, options: SampleOptions = SampleOptions(), *,
+           targets: Sequence[str] | None = None, progress: bool = True, mesh=None,
+           out_dir: str | Path | None = None, process_index: int | None = None,
+           process_count: int | None = None) -> dict:
+    """Fill every missing modality of every sample from the modalities it has, sampled as
+    ``options`` says (:class:`cgjax.sampling.options.SampleOptions`; target t uses the seed
+    ``options.seed + 1000 i`` for its index i among the models' modalities).
 
     Returns, per modality with at least one missing sample, a DataFrame with columns ``sample_id``,
     ``replicate``, then the features in the cohort's original scale (replicate-major rows), plus
@@ -111,7 +112,7 @@ def impute(ms: ModelSet, cohort: Cohort, *, method: str = "coherent", replicates
     are an error.
 
     Scale-out (:mod:`cgjax.distributed`; none of it changes the samples):
-      max_batch: (sample, replicate) pairs per compiled call (default: from the device's memory).
+      options.max_batch: (sample, replicate) pairs per compiled call (default: from the device's memory).
       mesh: split each call's rows over the devices of this :class:`jax.sharding.Mesh`
         (``"auto"``: every local device, when there are several).
       out_dir: stream the tables to ``out_dir/<modality>.parquet`` chunk by chunk instead of returning
@@ -142,14 +143,13 @@ def impute(ms: ModelSet, cohort: Cohort, *, method: str = "coherent", replicates
                           f"modalities the models know ({list(ms.modalities)})")
     targets = [t for t in (targets or ms.modalities) if (~present[t]).any()]
     out = {}
-    for i, t in enumerate(tqdm(targets, desc=f"imputing ({method})", disable=not progress)):
+    for i, t in enumerate(tqdm(targets, desc=f"imputing ({options.method})", disable=not progress)):
         rows = np.flatnonzero(~present[t])
         n = len(rows)
-        flat = distributed.process_range(replicates * n, index, count)
-        chunks = iter_sample_target(ms, t, {m: g[rows] for m, g in given.items() if m != t}, method=method,
-                                    replicates=replicates, seed=seed + 1000 * ms.modalities.index(t),
-                                    rejection=rejection, weighting=weighting, solver=solver, mesh=mesh,
-                                    max_batch=max_batch, flat_range=flat)
+        flat = distributed.process_range(options.replicates * n, index, count)
+        chunks = iter_sample_target(ms, t, {m: g[rows] for m, g in given.items() if m != t},
+                                    dataclasses.replace(options, seed=options.seed + 1000 * ms.modalities.index(t)),
+                                    mesh=mesh, flat_range=flat)
 
         def frame(a, b, res):
             k, r = np.arange(a, b) // n, rows[np.arange(a, b) % n]

@@ -34,6 +34,7 @@ from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.ensemble import ArchConfig, new_training_run, sample_target
 from cgjax.sampling.coherent import RejectionConfig
+from cgjax.sampling.options import SampleOptions
 
 MODALITIES = ("cna", "rnaseq", "rppa", "wsi")
 METHODS = ("single", "coherent", "multi")
@@ -66,8 +67,8 @@ def protocol(ms, given_all: dict, replicates: int, rejection: RejectionConfig):
                 given = {m: given_all[m] for m in subset}
                 for method in METHODS:
                     t0 = time.perf_counter()
-                    res = sample_target(ms, t, given, method=method, replicates=replicates, seed=1,
-                                        rejection=rejection)
+                    res = sample_target(ms, t, given, SampleOptions(method=method, replicates=replicates, seed=1,
+                                                                          rejection=rejection))
                     assert np.isfinite(res.x).all(), (t, subset, method)
                     yield (t, subset, method), time.perf_counter() - t0
 

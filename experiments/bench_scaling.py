@@ -122,6 +122,7 @@ def memory_worker(rows: int, max_batch: int) -> dict:
 
     from cgjax import pipeline
     from cgjax.data import from_arrays
+    from cgjax.sampling.options import SampleOptions
 
     ms, _, _, _ = tiny_model_set(n_samples=64, dim=8, timesteps=25)
     rng = np.random.default_rng(1)
@@ -132,7 +133,8 @@ def memory_worker(rows: int, max_batch: int) -> dict:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        pipeline.impute(ms, cohort, replicates=2, targets=["wsi"], progress=False, max_batch=max_batch, out_dir=d)
+        pipeline.impute(ms, cohort, SampleOptions(replicates=2, max_batch=max_batch), targets=["wsi"], progress=False,
+                        out_dir=d)
         sec = time.perf_counter() - t0
         size = sum(p.stat().st_size for p in Path(d).iterdir())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -17,6 +17,7 @@ from cgjax import checkpoint, pipeline
 from cgjax.data import split_cohort
 from cgjax.datasets import synthetic_tcga
 from cgjax.ensemble import sample_target
+from cgjax.sampling.options import SampleOptions
 
 GOLDEN_ROWS = 64
 
@@ -26,7 +27,7 @@ def golden(ms) -> dict[str, np.ndarray]:
     given = pipeline.scaled_inputs(ms, test)
     out = {}
     for method in ("coherent", "multi", "single"):
-        res = sample_target(ms, "rnaseq", {m: given[m] for m in ("cna", "rppa", "wsi")}, method=method, seed=0)
+        res = sample_target(ms, "rnaseq", {m: given[m] for m in ("cna", "rppa", "wsi")}, SampleOptions(method=method))
         out[method] = res.x[0]
     return out
 

@@ -46,6 +46,7 @@ from cgjax.ensemble import ArchConfig, sample_target
 from cgjax.evaluate import metrics
 from cgjax.evaluate.baselines import iterative_impute, knn_impute, mean_impute
 from cgjax.evaluate.reconstruction import score_samples
+from cgjax.sampling.options import SampleOptions
 
 ARCH = dict(hidden=128, n_layers=3, time_dim=32, cond_embed_dim=16)
 FULL = dict(epochs=1500, eval_every=250, timesteps=200, replicates=10, ae_max_epochs=3000)
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     print(f"\ntrained {sum(len(g.specs) for g in ms.groups.values())} diffusion models in {t_train:.0f} s")
 
     # 3. impute every missing modality, in feature space ------------------------------------------
-    tables = decode_imputations(pipeline.impute(ms, cohort, method="coherent", replicates=1, seed=args.seed,
+    tables = decode_imputations(pipeline.impute(ms, cohort, SampleOptions(seed=args.seed),
                                                 progress=False), prepared.embedding)
     (out / "imputed").mkdir(exist_ok=True)
     for m, df in tables.items():
@@ -137,8 +138,8 @@ def main(argv=None) -> int:
         mu, sd = tr.mean(axis=0), np.where(tr.std(axis=0) > 0, tr.std(axis=0), 1.0)
         preds = {}
         for method in ("multi", "coherent"):
-            res = sample_target(ms, t, {m: scaled_test[m] for m in given}, method=method,
-                                replicates=cfg["replicates"], seed=args.seed + 100 * i)
+            res = sample_target(ms, t, {m: scaled_test[m] for m in given}, SampleOptions(
+                                method=method, replicates=cfg["replicates"], seed=args.seed + 100 * i))
             preds[method] = res.x
         preds["knn"] = knn_impute(scaled_train, scaled_test, given, t)[None]
         preds["iterative"] = iterative_impute(scaled_train, scaled_test, given, t)[None]

@@ -39,6 +39,7 @@ from cgjax.diffusion.train import TrainConfig
 from cgjax.ensemble import ArchConfig, sample_target
 from cgjax.evaluate.reconstruction import oracle_records, score_samples
 from cgjax.sampling.solvers import SolverConfig
+from cgjax.sampling.options import SampleOptions
 
 # Small models that train in minutes on 2 CPU cores (as the quickstart's), on the paper's T = 1000.
 ARCH = dict(hidden=256, n_layers=3, time_dim=32, cond_embed_dim=32)
@@ -56,7 +57,8 @@ def run_solver(ms, test, targets, solver: SolverConfig, replicates: int, seed: i
     for i, t in enumerate(targets):
         given = {m: test[m] for m in ms.modalities if m != t}
         t0 = time.perf_counter()
-        res = sample_target(ms, t, given, method="coherent", replicates=replicates, seed=seed + i, solver=solver)
+        res = sample_target(ms, t, given, SampleOptions(replicates=replicates, seed=seed + i,
+                                                          solver=solver))
         seconds += time.perf_counter() - t0
         rec = score_samples(res.x, test[t])
         rec["rejected_pct"] = float(100 * (1 - res.passed.mean()))

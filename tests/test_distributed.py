@@ -9,6 +9,7 @@ read. Run on a machine with several real devices, the script uses those instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -76,6 +77,7 @@ def worker() -> dict:
     from cgjax.diffusion.train import make_train_fn
     from cgjax.ensemble import group_arrays, sample_target
     from cgjax.sampling.coherent import RejectionConfig
+    from cgjax.sampling.options import SampleOptions
 
     report = {"devices": len(jax.devices()), "platform": jax.devices()[0].platform}
     ms, cohort, states, train_c = tiny_model_set()
@@ -85,11 +87,11 @@ def worker() -> dict:
     diffs = {}
     cases = {("coherent", True): ("sharded", "sharded_chunked"), ("multi", False): ("sharded_chunked",)}
     for (method, rej), labels in cases.items():
-        kw = dict(method=method, replicates=3, seed=5, rejection=RejectionConfig(enabled=rej))
-        base = sample_target(ms, "rnaseq", given, **kw)
+        options = SampleOptions(method, replicates=3, seed=5, rejection=RejectionConfig(enabled=rej))
+        base = sample_target(ms, "rnaseq", given, options)
         for label in labels:
-            extra = dict(mesh=mesh, max_batch=7) if label == "sharded_chunked" else dict(mesh=mesh)
-            res = sample_target(ms, "rnaseq", given, **extra, **kw)
+            opts = dataclasses.replace(options, max_batch=7) if label == "sharded_chunked" else options
+            res = sample_target(ms, "rnaseq", given, opts, mesh=mesh)
             diffs[f"{method}_{'rej' if rej else 'norej'}_{label}"] = {
                 "x": float(np.abs(res.x - base.x).max() / np.abs(base.x).max()), "shape": list(res.x.shape),
                 "attempts_equal": bool(np.array_equal(res.attempts, base.attempts)),
@@ -132,9 +134,9 @@ def worker() -> dict:
 
     # impute over every local device (mesh="auto") and in chunks equals the plain run
     sub = cohort.subset(np.arange(40))
-    kw = dict(replicates=2, seed=1, progress=False, targets=["wsi"])
-    a = pipeline.impute(ms, sub, **kw)
-    b = pipeline.impute(ms, sub, mesh="auto", max_batch=9, **kw)
+    kw = dict(progress=False, targets=["wsi"])
+    a = pipeline.impute(ms, sub, SampleOptions(replicates=2, seed=1), **kw)
+    b = pipeline.impute(ms, sub, SampleOptions(replicates=2, seed=1, max_batch=9), mesh="auto", **kw)
     report["impute"] = {t: {"rows": len(a[t]), "max_rel": float(np.abs(a[t].iloc[:, 2:].to_numpy(float)
                                                                        - b[t].iloc[:, 2:].to_numpy(float)).max()
                                                                 / np.abs(a[t].iloc[:, 2:].to_numpy(float)).max()),
@@ -278,14 +280,15 @@ def tiny():
 def test_flat_ranges_reassemble_the_whole_batch(tiny):
     from cgjax import pipeline
     from cgjax.ensemble import iter_sample_target, sample_target
+    from cgjax.sampling.options import SampleOptions
 
     ms, cohort, _, _ = tiny
     scaled = pipeline.scaled_inputs(ms, cohort)
     given = {m: scaled[m][:9] for m in ("cna", "rnaseq")}
-    whole = sample_target(ms, "wsi", given, replicates=2, seed=3)
+    whole = sample_target(ms, "wsi", given, SampleOptions(replicates=2, seed=3))
     x = np.full((18, 4), np.nan, np.float32)
     for lo, hi in ((0, 5), (5, 13), (13, 18)):  # three "processes", chunks of 4
-        for a, b, chunk in iter_sample_target(ms, "wsi", given, replicates=2, seed=3, max_batch=4,
+        for a, b, chunk in iter_sample_target(ms, "wsi", given, SampleOptions(replicates=2, seed=3, max_batch=4),
                                               flat_range=(lo, hi)):
             assert lo <= a < b <= hi and chunk.x.shape == (b - a, 4)
             x[a:b] = chunk.x
@@ -298,13 +301,15 @@ def test_simulated_processes_write_parts_merged_in_order(tiny, tmp_path):
 
     from cgjax import pipeline
     from cgjax.distributed import merge_parts, part_path
+    from cgjax.sampling.options import SampleOptions
 
     ms, cohort, _, _ = tiny
-    cohort, kw = cohort.subset(np.arange(60)), dict(replicates=2, seed=2, progress=False, targets=["wsi"])
-    ref = pipeline.impute(ms, cohort, **kw)
+    cohort, kw = cohort.subset(np.arange(60)), dict(progress=False, targets=["wsi"])
+    options, batched = SampleOptions(replicates=2, seed=2), SampleOptions(replicates=2, seed=2, max_batch=16)
+    ref = pipeline.impute(ms, cohort, options, **kw)
     count = 3
     for i in range(count):
-        paths = pipeline.impute(ms, cohort, max_batch=16, out_dir=tmp_path, process_index=i, process_count=count,
+        paths = pipeline.impute(ms, cohort, batched, out_dir=tmp_path, process_index=i, process_count=count,
                                 **kw)
         assert all(p == part_path(tmp_path, t, i, count) for t, p in paths.items())
     for t in ref:
@@ -314,7 +319,7 @@ def test_simulated_processes_write_parts_merged_in_order(tiny, tmp_path):
                                       ref[t][["sample_id", "replicate", "attempts", "passed"]], check_dtype=False)
         np.testing.assert_allclose(merged.iloc[:, 2:-2].to_numpy(), ref[t].iloc[:, 2:-2].to_numpy(), rtol=1e-5, atol=1e-4)
     # one process, streamed straight to <modality>.parquet
-    single = pipeline.impute(ms, cohort, max_batch=16, out_dir=tmp_path / "one", **kw)
+    single = pipeline.impute(ms, cohort, batched, out_dir=tmp_path / "one", **kw)
     for t, p in single.items():
         assert p.name == f"{t}.parquet"
         assert len(pd.read_parquet(p)) == len(ref[t])

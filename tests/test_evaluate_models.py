@@ -16,6 +16,7 @@ from cgjax.ensemble import ArchConfig, ModelSet, build_groups
 from cgjax.evaluate.reconstruction import ModelSampler, OracleSampler, reconstruction, reconstruction_study
 from cgjax.evaluate.report import quick_report
 from cgjax.evaluate.run import prepare_data
+from cgjax.sampling.options import SampleOptions
 
 DIM = 3
 R = 3
@@ -39,8 +40,10 @@ def random_model_set(cohort, scalers, seed=0):
         groups[name].params = jax.tree_util.tree_map_with_path(init, state.params)
         groups[name].batch_stats = [{k: np.zeros(v.shape, v.dtype) if k == "mean" else np.ones(v.shape, v.dtype)
                                      for k, v in bs.items()} for bs in state.batch_stats]
+    # equal validation scores (inverse-MSE weights then uniform): an unscored model set is refused
+    scores = {s.name: {"mse": 1.0} for g in groups.values() for s in g.specs}
     return ModelSet(tuple(cohort.modalities), cohort.dims(), ARCH, ScheduleConfig(timesteps=30), tcfg, groups,
-                    scalers.to_dict(), dict(cohort.feature_names))
+                    scalers.to_dict(), dict(cohort.feature_names), scores)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def test_tiny_model_sits_between_the_oracle_optima(files):
     data = prepare_data(cohort, Scalers.from_dict(ms.scalers), ms.modalities)
     prior = law.type_prior(complete_only=True)
     o_s = OracleSampler(law, data.scalers, type_prior=prior)
-    samplers = {"multi": ModelSampler(ms, "multi"), "coherent": ModelSampler(ms, "coherent"),
+    samplers = {"multi": ModelSampler(ms, SampleOptions("multi")), "coherent": ModelSampler(ms, SampleOptions()),
                 "oracle_sample": o_s, "oracle_mean": OracleSampler(law, data.scalers, mode="mean", type_prior=prior)}
     full = {t: [tuple(m for m in ms.modalities if m != t)] for t in ms.modalities}
     res = reconstruction_study(samplers, data.test, given_sets=full, replicates=R, seed=0, oracle=o_s)

@@ -58,9 +58,10 @@ def test_oracle_is_the_calibrated_optimum_and_the_mean_the_best_point_prediction
         # exact draws: the best energy score, calibrated variance and 90% coverage
         assert s["energy_score"] < min(m["energy_score"], lo["energy_score"], hi["energy_score"])
         assert 0.75 < s["variance_ratio"] < 1.3
-        # the central 90% interval of R draws covers 0.9 (R - 1) / (R + 1) of the truth in expectation
-        assert s["coverage90"] == pytest.approx(0.9 * 7 / 9, abs=0.06)
-        assert lo["coverage90"] < s["coverage90"] < hi["coverage90"]
+        # the range of R = 8 exact draws covers the truth with probability (R - 1) / (R + 1) = 7 / 9
+        assert s["coverage_range_expected"] == pytest.approx(7 / 9)
+        assert s["coverage_range"] == pytest.approx(7 / 9, abs=0.06)
+        assert lo["coverage_range"] < s["coverage_range"] < hi["coverage_range"]
         assert lo["variance_ratio"] < 0.3 and hi["variance_ratio"] > 2.5
         # a point prediction's energy score is its mean distance to the truth
         np.testing.assert_allclose(m["energy_score"],
@@ -97,7 +98,7 @@ def test_every_subset_single_only_for_one_source_and_baselines(setup):
     assert sum(r["method"] == "knn" for r in recs) == 4  # point methods on the full sets only
     for r in recs:
         assert {"target", "given", "method", "r2_mean", "r2_std", "variance_pct", "energy_score",
-                "coverage90", "variance_ratio", "r2_of_mean"} <= set(r)
+                "coverage_range", "coverage_range_expected", "variance_ratio", "r2_of_mean"} <= set(r)
         assert len(r["r2_replicates"]) == 3
         if r["method"] in ("knn", "iterative", "oracle_mean"):
             assert r["r2_std"] == 0.0 and r["variance_pct"] == 0.0

@@ -177,6 +177,31 @@ def test_interval_coverage_loop_and_calibration(rng):
     assert M.interval_coverage(samples * 0.3, y, 0.9) < 0.5  # overconfident sampler
 
 
+@pytest.mark.parametrize("R", [2, 3, 5, 10])
+def test_range_coverage_of_exact_draws_is_r_minus_1_over_r_plus_1(R):
+    """Truth and R replicates drawn exactly from the same Gaussian (per entry its own mean and scale):
+    the range covers (R - 1) / (R + 1) within Monte-Carlo error (binomial, 4 sigma); a narrow
+    (overconfident) sampler covers less and a wide one more."""
+    rng = np.random.default_rng(R)
+    n, d = 2000, 3
+    mu, sd = rng.normal(size=(n, d)), rng.uniform(0.5, 2.0, size=(n, d))
+    samples = mu + sd * rng.normal(size=(R, n, d))
+    y = mu + sd * rng.normal(size=(n, d))
+    p = M.expected_range_coverage(R)
+    assert p == (R - 1) / (R + 1)
+    got = M.range_coverage(samples, y)
+    assert abs(got - p) < 4 * np.sqrt(p * (1 - p) / (n * d)), (got, p)
+    # by hand: inside [min, max] per entry
+    assert got == np.mean([(samples[:, i, j].min() <= y[i, j] <= samples[:, i, j].max())
+                           for i in range(n) for j in range(d)])
+    narrow = M.range_coverage(mu + 0.5 * (samples - mu), y)
+    wide = M.range_coverage(mu + 2.0 * (samples - mu), y)
+    assert narrow < got - 0.05 and wide > got + 0.03
+    # the central-90% interval of the same few draws is far from 0.9: why we report the range
+    if R <= 5:
+        assert M.interval_coverage(samples, y, 0.9) < 0.75
+
+
 def test_variance_ratio(rng):
     var = rng.uniform(0.5, 3.0, size=(300, 3))
     samples = np.sqrt(var) * rng.normal(size=(10, 300, 3))

@@ -15,7 +15,8 @@ from cgjax.data import apply_scalers, from_arrays, split_cohort, write_cohort
 from cgjax.datasets import synthetic_tcga
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
-from cgjax.ensemble import ArchConfig, ensemble_weights, model_specs, sample_target
+from cgjax.ensemble import ArchConfig, model_specs, sample_target
+from cgjax.sampling.options import SampleOptions
 from cgjax.errors import CgjaxError, CheckpointError, CohortError
 
 ARCH = ArchConfig(hidden=16, n_layers=3, time_dim=8, cond_embed_dim=8)
@@ -64,25 +65,25 @@ def test_checkpoint_round_trip_gives_identical_imputations(trained, cohort):
     test = pipeline.scaled_inputs(ms, cohort.split("test"))
     given = {m: test[m] for m in ("cna", "rppa")}
     for method in ("coherent", "multi", "single"):
-        a = sample_target(ms, "rnaseq", given, method=method, replicates=2, seed=3)
-        b = sample_target(restored, "rnaseq", given, method=method, replicates=2, seed=3)
+        a = sample_target(ms, "rnaseq", given, SampleOptions(method, replicates=2, seed=3))
+        b = sample_target(restored, "rnaseq", given, SampleOptions(method, replicates=2, seed=3))
         np.testing.assert_array_equal(a.x, b.x)
         assert a.x.shape == (2, len(test["rnaseq"]), 6) and np.isfinite(a.x).all()
     # same seed, same output; another seed, another output
-    c = sample_target(ms, "rnaseq", given, method="multi", seed=4)
-    assert not np.array_equal(c.x, sample_target(ms, "rnaseq", given, method="multi", seed=3).x[:1])
+    c = sample_target(ms, "rnaseq", given, SampleOptions("multi", seed=4))
+    assert not np.array_equal(c.x, sample_target(ms, "rnaseq", given, SampleOptions("multi", seed=3)).x[:1])
 
 
 def test_replicates_are_independent_and_chunks_match_the_whole_batch(trained, cohort):
     ms, _ = trained
     test = pipeline.scaled_inputs(ms, cohort.split("test"))
     given = {"cna": test["cna"], "wsi": test["wsi"]}
-    whole = sample_target(ms, "rppa", given, method="coherent", replicates=2, seed=0)
+    whole = sample_target(ms, "rppa", given, SampleOptions(replicates=2))
     assert not np.allclose(whole.x[0], whole.x[1])
     n = len(test["cna"])
     half = n // 2
-    parts = [sample_target(ms, "rppa", {k: v[sl] for k, v in given.items()}, method="coherent", replicates=2,
-                           seed=0, row_offset=sl.start, n_total=n)
+    parts = [sample_target(ms, "rppa", {k: v[sl] for k, v in given.items()}, SampleOptions(replicates=2),
+                           row_offset=sl.start, n_total=n)
              for sl in (slice(0, half), slice(half, n))]
     # equal up to float32 rounding (matrix products may block differently for other batch sizes)
     np.testing.assert_allclose(np.concatenate([p.x for p in parts], axis=1), whole.x, rtol=1e-4, atol=1e-4)
@@ -106,8 +107,8 @@ def test_per_row_subsets_in_one_call(trained, cohort, monkeypatch):
     best_of_both = 1 + (ms.val_score("rnaseq_from_cna") < ms.val_score("rnaseq_from_wsi"))
     for method, members in (("coherent", (2, 1)), ("multi", (1, 1)), ("single", (best_of_both, 1))):
         evaluated.clear()
-        mixed = sample_target(ms, "rnaseq", {"cna": cna, "wsi": wsi}, method=method, seed=2)
-        only = sample_target(ms, "rnaseq", {"wsi": wsi[: n // 2]}, method=method, seed=2, n_total=n)
+        mixed = sample_target(ms, "rnaseq", {"cna": cna, "wsi": wsi}, SampleOptions(method, seed=2))
+        only = sample_target(ms, "rnaseq", {"wsi": wsi[: n // 2]}, SampleOptions(method, seed=2), n_total=n)
         np.testing.assert_allclose(mixed.x[:, : n // 2], only.x, rtol=1e-4, atol=1e-4)
         assert tuple(evaluated) == members, (method, evaluated)  # rppa's model never runs
 
@@ -118,23 +119,43 @@ def test_rows_without_conditions_are_refused_unless_unconditional(trained):
     with pytest.raises(CgjaxError, match="none of"):
         sample_target(ms, "rnaseq", given)
     for method in ("coherent", "multi"):
-        res = sample_target(ms, "rnaseq", given, method=method, unconditional=True)
+        res = sample_target(ms, "rnaseq", given, SampleOptions(method, unconditional=True))
         assert np.isfinite(res.x).all()
-    with pytest.raises(CgjaxError, match="unknown method"):
-        sample_target(ms, "rnaseq", {"cna": np.zeros((3, 6), np.float32)}, method="magic")
     with pytest.raises(CgjaxError, match="expect 6"):
         sample_target(ms, "rnaseq", {"cna": np.zeros((3, 5), np.float32)})
 
 
-def test_ensemble_weights():
-    mse = np.array([0.5, 1.0, 2.0])
-    np.testing.assert_allclose(ensemble_weights(mse, "inverse_mse"), [4 / 7, 2 / 7, 1 / 7])
-    z = np.array([2.0, 1.0, 0.5])
-    np.testing.assert_allclose(ensemble_weights(mse, "softmax_inverse_mse"), np.exp(z) / np.exp(z).sum())
-    np.testing.assert_allclose(ensemble_weights(mse, "uniform"), [1 / 3] * 3)
-    np.testing.assert_allclose(ensemble_weights(mse, [1, 1, 2]), [0.25, 0.25, 0.5])
-    with pytest.raises(CgjaxError):
-        ensemble_weights(mse, [1, -1, 2])
+def test_nan_validation_scores_are_refused_by_name_or_never_picked_for_an_absent_model(cohort, trained):
+    """rnaseq_from_wsi loses its validation score (NaN, or missing): coherent inverse-MSE weighting of a
+    row that uses it is refused naming it (no silent uniform fallback), rows without wsi sample as
+    before, uniform weighting needs no score; single never picks a model the row lacks (the old
+    argmin picked member 0, rnaseq_from_cna, for a wsi-only row)."""
+    import dataclasses
+
+    ms, _ = trained
+    test = pipeline.scaled_inputs(ms, cohort.split("test"))
+    n = len(test["cna"])
+    cna, wsi = test["cna"].copy(), test["wsi"].copy()
+    cna[: n // 2] = np.nan  # first half: wsi only
+    for broken in ({**ms.val_metrics, "rnaseq_from_wsi": {"mse": float("nan")}},
+                   {k: v for k, v in ms.val_metrics.items() if k != "rnaseq_from_wsi"}):
+        bad = dataclasses.replace(ms, val_metrics=broken)
+        with pytest.raises(CgjaxError, match="rnaseq_from_wsi"):
+            sample_target(bad, "rnaseq", {"cna": cna, "wsi": wsi}, SampleOptions(seed=2))
+        # rows that do not use the unscored model: unaffected
+        ok = sample_target(bad, "rnaseq", {"cna": test["cna"], "rppa": test["rppa"]}, SampleOptions(seed=2))
+        ref = sample_target(ms, "rnaseq", {"cna": test["cna"], "rppa": test["rppa"]}, SampleOptions(seed=2))
+        np.testing.assert_array_equal(ok.x, ref.x)
+        assert np.isfinite(sample_target(bad, "rnaseq", {"cna": cna, "wsi": wsi},
+                                         SampleOptions(weighting="uniform", seed=2)).x).all()
+        # single: the wsi-only rows use rnaseq_from_wsi (their only model), equal to wsi given alone
+        single = sample_target(bad, "rnaseq", {"cna": cna, "wsi": wsi}, SampleOptions("single", seed=2))
+        alone = sample_target(bad, "rnaseq", {"wsi": wsi[: n // 2]}, SampleOptions("single", seed=2), n_total=n)
+        np.testing.assert_allclose(single.x[:, : n // 2], alone.x, rtol=1e-4, atol=1e-4)
+        # ... and differ from what rnaseq_from_cna (which those rows lack) would give them
+        wrong = sample_target(bad, "rnaseq", {"cna": test["cna"][: n // 2]}, SampleOptions("single", seed=2),
+                              n_total=n)
+        assert np.abs(single.x[:, : n // 2] - wrong.x).max() > 1e-2
 
 
 def test_resume_continues_from_the_checkpoint(cohort, tmp_path):
@@ -232,8 +253,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys, trained):
     cfg = tmp_path / "c.json"
     for text, needle in [('{"arch": {"hidden": 8}, "oops": {}}', "unknown config section"),
                          ('{"schedule": {"timesteps": 20}}', "too few timesteps (20)"),
-                         ('{"train": {"val_replicates": 0}}', "val_replicates must be >= 1"),
-                         ('{"train": {"select_by": "energy", "val_replicates": 1}}', "needs val_replicates >= 2"),
+                         ('{"train": {"val_replicates": 0}}', "TrainConfig.val_replicates must be an integer >= 1"),
+                         ('{"train": {"select_by": "energy", "val_replicates": 1}}',
+                          "val_replicates must be >= 2 with select_by='energy'"),
                          ('{"arch": {"hidden": 8', "cannot parse config")]:
         cfg.write_text(text)
         assert cli(["train", str(good), "--out", str(tmp_path / "x"), "--config", str(cfg), "--quiet"]) == 2

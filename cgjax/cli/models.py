@@ -81,15 +81,25 @@ def add_solver_args(p) -> None:
 
 
 def solver_from_args(args):
-    from cgjax.sampling.coherent import SolverConfig
+    """The :class:`SolverConfig` of ``--sampler``, ``--steps``, ``--eta`` (a ConfigError naming the flag)."""
+    from cgjax.errors import ConfigError
+    from cgjax.sampling.solvers import SolverConfig
 
-    try:
-        eta = 0.0 if args.eta is None else args.eta
-        if args.sampler == "ddpm" and (args.steps is not None or args.eta is not None):
-            raise ValueError("--steps and --eta apply to --sampler ddim or dpm")
-        return SolverConfig(args.sampler, args.steps, eta)
-    except ValueError as e:
-        raise CgjaxError(str(e)) from None
+    if args.sampler == "ddpm" and (args.steps is not None or args.eta is not None):
+        raise ConfigError("--steps and --eta apply to --sampler ddim or dpm")
+    return SolverConfig(args.sampler, args.steps, 0.0 if args.eta is None else args.eta)
+
+
+def sample_options_from_args(args):
+    """The one :class:`SampleOptions` of ``cgjax impute``'s flags, validated before anything is read."""
+    from cgjax.sampling.coherent import RejectionConfig
+    from cgjax.sampling.options import SampleOptions
+
+    rejection = RejectionConfig(enabled=not args.no_rejection, max_fraction=args.reject_fraction,
+                                max_attempts=args.max_attempts)
+    return SampleOptions(method=args.method, weighting=args.weighting, rejection=rejection,
+                         solver=solver_from_args(args), replicates=args.replicates, seed=args.seed,
+                         max_batch=args.max_batch)
 
 
 def cmd_train(args) -> int:
@@ -115,10 +125,10 @@ def cmd_impute(args) -> int:
     from cgjax import checkpoint, pipeline
     from cgjax._atomic import atomic_file
     from cgjax.data import read_cohort
-    from cgjax.sampling.coherent import RejectionConfig
 
     from cgjax import distributed
 
+    options = sample_options_from_args(args)  # the cheap checks first
     several = distributed.initialize(args.distributed)  # first: before any computation
     embedding = None
     if several and (args.decode or args.embedding):
@@ -129,8 +139,6 @@ def cmd_impute(args) -> int:
         embedding = load_embedding(find_embedding(args.cohort, args.embedding))
     ms = checkpoint.load(args.checkpoint)
     cohort = read_cohort(args.cohort)
-    rejection = RejectionConfig(enabled=not args.no_rejection, max_fraction=args.reject_fraction,
-                                max_attempts=args.max_attempts)
     out = Path(args.out)
     if distributed.is_primary():  # never write into a directory of something else (e.g. the cohort)
         from cgjax._atomic import claim_output_dir
@@ -139,9 +147,7 @@ def cmd_impute(args) -> int:
                          {"checkpoint": str(args.checkpoint), "cohort": str(args.cohort), "method": args.method,
                           "replicates": args.replicates, "seed": args.seed})
     # without --decode the tables stream to OUT chunk by chunk (per-process parts merged by process 0)
-    tables = pipeline.impute(ms, cohort, method=args.method, replicates=args.replicates, seed=args.seed,
-                             rejection=rejection, weighting=args.weighting, solver=solver_from_args(args),
-                             progress=not args.quiet and distributed.is_primary(), max_batch=args.max_batch,
+    tables = pipeline.impute(ms, cohort, options, progress=not args.quiet and distributed.is_primary(),
                              mesh="auto", out_dir=None if embedding is not None else out)
     if embedding is not None:
         tables = decode_imputations(tables, embedding)
@@ -164,17 +170,17 @@ def cmd_quickstart(args) -> int:
     from cgjax.datasets import default_law, synthetic_tcga
     from cgjax.evaluate.reconstruction import oracle_records, reconstruction
     from cgjax.evaluate.report import quick_report
-    from cgjax.sampling.coherent import SolverConfig
+    from cgjax.sampling.options import SampleOptions
+    from cgjax.sampling.solvers import SolverConfig
 
-    QUICK_SOLVER = SolverConfig(*QUICK_SOLVER_ARGS)
-
+    options = SampleOptions(solver=SolverConfig(*QUICK_SOLVER_ARGS), replicates=args.replicates, seed=args.seed)
+    arch, sched, train = _configs({}, args.epochs, None, {"arch": QUICK_ARCH, "schedule": QUICK_SCHEDULE,
+                                                           "train": QUICK_TRAIN})
     t0 = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cohort = split_cohort(synthetic_tcga(n_samples=args.n_samples, seed=args.seed))
     print(f"synthetic cohort: {cohort.n_samples} samples, modalities {list(cohort.modalities)}")
-    arch, sched, train = _configs({}, args.epochs, None, {"arch": QUICK_ARCH, "schedule": QUICK_SCHEDULE,
-                                                           "train": QUICK_TRAIN})
     ms = pipeline.train(cohort, args.checkpoint, arch=arch, schedule_cfg=sched, train_cfg=train,
                         resume=True, progress=not args.quiet)
     t_train = time.time() - t0
@@ -184,7 +190,7 @@ def cmd_quickstart(args) -> int:
     given = {t: [tuple(m for m in ms.modalities if m != t)] for t in ms.modalities}
     records = reconstruction(ms, scaled, methods=("multi", "coherent"), given_sets=given,
                              replicates=args.replicates, seed=args.seed, progress=not args.quiet,
-                             solver=QUICK_SOLVER)
+                             options=options)
     law = default_law()
     from cgjax.data import Scalers
 

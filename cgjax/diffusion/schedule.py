@@ -13,6 +13,9 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from cgjax._validate import is_int, is_real
+from cgjax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
@@ -27,13 +30,13 @@ class ScheduleConfig:
     scale_to_timesteps: bool = True
 
     def __post_init__(self):
-        if self.timesteps < 1:
-            raise ValueError(f"timesteps must be >= 1, got {self.timesteps}")
-        if not 0.0 < self.beta_start <= self.beta_end < 1.0:  # as given for T = 1000
-            raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        if not (is_int(self.timesteps) and self.timesteps >= 1):
+            raise ConfigError(f"--timesteps (ScheduleConfig.timesteps) must be an integer >= 1, got {self.timesteps!r}")
+        if not (is_real(self.beta_start) and is_real(self.beta_end) and 0.0 < self.beta_start <= self.beta_end < 1.0):
+            raise ConfigError(f"ScheduleConfig needs 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}")
         top = self.beta_end * (1000.0 / self.timesteps if self.scale_to_timesteps and self.timesteps > 1 else 1.0)
         if top >= 1.0:
-            raise ValueError(f"beta_end * 1000 / T = {top:.3g} >= 1: too few timesteps ({self.timesteps}) "
+            raise ConfigError(f"beta_end * 1000 / T = {top:.3g} >= 1: too few timesteps ({self.timesteps}) "
                              "for this schedule; use more steps or scale_to_timesteps=False")
 
 

@@ -31,8 +31,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cgjax._validate import is_int, is_real
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import Schedule, q_sample
+from cgjax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,16 +52,24 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.select_by not in ("mse", "energy"):
-            raise ValueError(f"select_by must be 'mse' or 'energy', got {self.select_by!r}")
-        if self.val_replicates < 1:
-            raise ValueError(f"val_replicates must be >= 1, got {self.val_replicates}")
-        if self.select_by == "energy" and self.val_replicates < 2:
-            raise ValueError("select_by='energy' needs val_replicates >= 2 (the energy score compares samples)")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2 (BatchNorm needs a batch)")
+        def need(ok, field, rule, flag=None):
+            if not ok:
+                name = f"{flag} (TrainConfig.{field})" if flag else f"TrainConfig.{field}"
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, field)!r}")
+
+        need(is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1", "--epochs")
+        need(is_int(self.seed) and 0 <= self.seed < 2 ** 32, "seed", "an integer in [0, 2^32)", "--seed")
+        need(is_int(self.batch_size) and self.batch_size >= 2, "batch_size", "an integer >= 2 (BatchNorm needs a batch)")
+        need(is_real(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a finite number > 0")
+        need(self.lr_schedule in ("constant", "cosine"), "lr_schedule", "'constant' or 'cosine'")
+        need(is_int(self.steps_per_call) and self.steps_per_call >= 1, "steps_per_call", "an integer >= 1")
+        need(is_int(self.eval_every) and self.eval_every >= 1, "eval_every", "an integer >= 1")
+        need(is_int(self.val_replicates) and self.val_replicates >= 1, "val_replicates", "an integer >= 1")
+        need(self.select_by in ("mse", "energy"), "select_by", "'mse' or 'energy'")
+        need(self.select_by != "energy" or self.val_replicates >= 2, "val_replicates",
+             ">= 2 with select_by='energy' (the energy score compares samples)")
+        need(is_real(self.cond_dropout) and 0 <= self.cond_dropout <= 1, "cond_dropout", "in [0, 1]")
+        need(is_real(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,7 +90,9 @@ class TrainState(NamedTuple):
     ema: dict | None  # stacked [M, ...] moving average of params; None when ema_decay = 0
 
     def inference_params(self):
-        """The weights to validate and sample with: the moving average, or the live weights without EMA."""
+        """The weights to validate and sample with: the moving average, or the live weights without EMA.
+        With EMA their BatchNorm statistics are not ``batch_stats`` (those follow the live weights):
+        use :func:`make_inference_fn`."""
         return self.params if self.ema is None else self.ema
 
 
@@ -103,6 +115,68 @@ def init_state(key, dcfg: denoiser.DenoiserConfig, true_cond_dims, tcfg: TrainCo
     opt_state = jax.vmap(make_optimizer(tcfg).init)(params)
     ema = jax.tree.map(jnp.copy, params) if tcfg.ema_decay > 0 else None
     return TrainState(params, stats, opt_state, jnp.int32(0), ema)
+
+
+def _split_step_key(key):
+    """A training step's key -> (the three minibatch-draw keys, the loss key)."""
+    k_idx, k_drop, k_sub, k_loss = jax.random.split(key, 4)
+    return (k_idx, k_drop, k_sub), k_loss
+
+
+def draw_minibatch(keys, x0, conds, present, valid, size: int, *, multi: bool, cond_dropout: float):
+    """One model's training minibatch: ``size`` rows drawn with replacement, uniformly over its
+    valid rows, with condition dropout for a multi model (with prob. ``cond_dropout`` a uniformly
+    random subset of the present conditions). Returns (x0 f32[B, F], conds f32[B, K, C], masks
+    f32[B, K]); a masked condition is also zeroed (docs/reference.md 3.4)."""
+    k_idx, k_drop, k_sub = keys
+    p = valid.astype(jnp.float32)
+    idx = jax.random.choice(k_idx, x0.shape[0], (size,), p=p / jnp.sum(p))
+    keep = present[idx]
+    if multi:
+        drop_row = jax.random.bernoulli(k_drop, cond_dropout, (size, 1))
+        subset = jax.random.bernoulli(k_sub, 0.5, keep.shape)
+        keep = keep & (~drop_row | subset)
+    masks = keep.astype(jnp.float32)
+    return x0[idx], conds[idx] * masks[..., None], masks
+
+
+def make_inference_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: TrainConfig, *, multi: bool,
+                      rows: int | None = None):
+    """Return ``inference(state, data, key) -> (params, batch_stats)``, stacked over the M models:
+    the weights to validate, select and sample with, and BatchNorm statistics that belong to them.
+
+    Without EMA these are the live weights and their running statistics. With EMA the averaged
+    weights are a different network from the live one, and the running statistics (a moving average
+    of the *live* network's batch statistics) do not describe its activations; sampling with them
+    shifts every BatchNorm layer. So the statistics are recomputed for the averaged weights, as SWA
+    does ("bn_update"): one forward pass in training mode over ``rows`` (default 10 x batch_size,
+    about the span of the running average, momentum 0.1) training examples drawn exactly as in
+    training (rows, condition dropout, t and noise), whose batch mean and unbiased variance per
+    layer become the statistics (the network's own BatchNorm with momentum 1). A moving average of
+    the live statistics would be cheaper but is not the statistics of the averaged weights.
+    """
+    if tcfg.ema_decay == 0:
+        return lambda state, data, key: (state.params, state.batch_stats)
+    rows = 10 * tcfg.batch_size if rows is None else rows
+    dcfg_batch = dataclasses.replace(dcfg, bn_momentum=1.0)  # running <- this batch's statistics
+
+    def member(params, batch_stats, x0, conds, present, valid, key):
+        k_draw, k_loss = _split_step_key(key)
+        x0_b, c, masks = draw_minibatch(k_draw, x0, conds, present, valid, rows, multi=multi,
+                                        cond_dropout=tcfg.cond_dropout)
+        k_t, k_eps = jax.random.split(k_loss)
+        t = jax.random.randint(k_t, (rows,), 0, schedule.timesteps)
+        x_t = q_sample(schedule, x0_b, t, jax.random.normal(k_eps, x0_b.shape, jnp.float32))
+        _, stats = denoiser.apply(params, batch_stats, x_t, t, c, masks, dcfg_batch, train=True)
+        return stats
+
+    @jax.jit
+    def inference(state: TrainState, data: GroupData, key):
+        keys = jax.random.split(key, data.x0.shape[0])
+        stats = jax.vmap(member)(state.ema, state.batch_stats, data.x0, data.conds, data.present, data.valid, keys)
+        return state.ema, stats
+
+    return inference
 
 
 def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: TrainConfig, *, multi: bool,
@@ -141,18 +215,11 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
         return jnp.mean(jnp.square(eps_hat - eps)), new_stats
 
     def member_step(params, batch_stats, opt_state, x0, conds, present, valid, key):
-        k_idx, k_drop, k_sub, k_loss = jax.random.split(key, 4)
-        p = valid.astype(jnp.float32)
-        idx = jax.random.choice(k_idx, x0.shape[0], (B,), p=p / jnp.sum(p))
-        keep = present[idx]
-        if multi:  # with prob. cond_dropout, keep a uniformly random subset of the present conditions
-            drop_row = jax.random.bernoulli(k_drop, tcfg.cond_dropout, (B, 1))
-            subset = jax.random.bernoulli(k_sub, 0.5, keep.shape)
-            keep = keep & (~drop_row | subset)
-        masks = split(keep.astype(jnp.float32))
-        c = split(conds[idx] * masks[..., None])  # a masked condition is also zeroed (docs/reference.md 3.4)
+        k_draw, k_loss = _split_step_key(key)
+        x0_b, c, masks = draw_minibatch(k_draw, x0, conds, present, valid, B, multi=multi,
+                                        cond_dropout=tcfg.cond_dropout)
         (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch_stats, split(x0[idx]), c, masks, k_loss)
+            params, batch_stats, split(x0_b), split(c), split(masks), k_loss)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_stats, opt_state, loss
 

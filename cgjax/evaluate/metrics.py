@@ -26,6 +26,8 @@ __all__ = [
     "variance_pct",
     "energy_score",
     "interval_coverage",
+    "range_coverage",
+    "expected_range_coverage",
     "variance_ratio",
     "energy_distance",
     "prdc",
@@ -242,6 +244,34 @@ def interval_coverage(samples, y, level: float = 0.9) -> float:
         raise ValueError(f"level must be in (0, 1), got {level}")
     lo, hi = np.quantile(samples, [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=0)
     return float(((y >= lo) & (y <= hi)).mean())
+
+
+def range_coverage(samples, y) -> float:
+    """Fraction of entries of y inside the range [min_r, max_r] of their R replicates (closed).
+
+    Unlike a central ``level`` interval estimated from few replicates, its expected coverage is known
+    exactly for any R: if y and the R replicates are exchangeable continuous draws (a calibrated
+    sampler: the replicates and the truth come from the same posterior), the rank of y among the
+    R + 1 values is uniform, and y is inside the range unless it is the smallest or the largest, so
+
+        E[coverage] = (R - 1) / (R + 1)        (:func:`expected_range_coverage`).
+
+    An overconfident sampler covers less, an overdispersed one more.
+
+    Args:
+      samples: f[R, N, D] (R >= 1); y: f[N, D].
+    Returns:
+      float in [0, 1].
+    """
+    samples, y = _samples_and_target(samples, y)
+    return float(((y >= samples.min(axis=0)) & (y <= samples.max(axis=0))).mean())
+
+
+def expected_range_coverage(replicates: int) -> float:
+    """(R - 1) / (R + 1): the expected :func:`range_coverage` of a calibrated sampler with R replicates."""
+    if replicates < 1:
+        raise ValueError(f"need at least 1 replicate, got {replicates}")
+    return (replicates - 1) / (replicates + 1)
 
 
 def variance_ratio(samples, posterior_var, ddof: int = 1) -> float:

@@ -20,6 +20,7 @@ score of a point mass (mean distance to the truth).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import zlib
 from typing import Callable, Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cgjax.evaluate import metrics, stats
+from cgjax.sampling.options import SampleOptions
 
 Sampler = Callable[..., object]
 POINT_METHODS = ("knn", "iterative", "mean", "oracle_mean")
@@ -67,11 +69,13 @@ def _present(x: np.ndarray) -> np.ndarray:
 # ---- samplers -----------------------------------------------------------------------------------
 
 class ModelSampler:
-    """Our models as a sampler: ``method`` one of single, multi, coherent; keyword arguments of
-    :func:`cgjax.ensemble.sample_target` (rejection, weighting, solver) are passed through."""
+    """Our models as a sampler, sampling as ``options`` says
+    (:class:`cgjax.sampling.options.SampleOptions`; its replicates, seed and unconditional are
+    those of each call)."""
 
-    def __init__(self, ms, method: str, **sample_kwargs):
-        self.ms, self.method, self.kwargs = ms, method, sample_kwargs
+    def __init__(self, ms, options: SampleOptions):
+        self.ms, self.options = ms, options
+        self.method = options.method
 
     def __call__(self, target, given, *, replicates=1, seed=0, unconditional=False):
         from cgjax.ensemble import sample_target
@@ -80,8 +84,8 @@ class ModelSampler:
         if unconditional:  # sample_target needs N rows: absent modalities for every row
             n = len(next(iter(given.values())))
             given = {m: np.full((n, self.ms.dims[m]), np.nan, np.float32) for m in self.ms.modalities if m != target}
-        return sample_target(self.ms, target, given, method=self.method, replicates=replicates, seed=seed,
-                             unconditional=unconditional, **self.kwargs)
+        options = dataclasses.replace(self.options, replicates=replicates, seed=seed, unconditional=unconditional)
+        return sample_target(self.ms, target, given, options)
 
 
 class OracleSampler:
@@ -188,9 +192,10 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
     r2_mean, r2_std: pooled R2 (def. A) per replicate, mean and std (ddof 0); r2_replicates: the R
     values; variance_pct: output variance as % of the real variance (docs/reference.md 5.3, ddof 0);
     r2_of_mean: R2 of the replicate mean; energy_score: mean over rows (a point mass when R = 1 or
-    the replicates are identical: mean distance to the truth); coverage90: fraction of entries
-    inside the central 90% interval of their replicates (for a calibrated sampler 0.9 (R - 1) /
-    (R + 1) in expectation, not 0.9: the interval of R draws is narrower than the true one); variance_ratio (with ``posterior_var``):
+    the replicates are identical: mean distance to the truth); coverage_range: fraction of entries
+    inside the range [min, max] of their R replicates, and coverage_range_expected = (R - 1) / (R + 1),
+    its expectation for a calibrated sampler (:func:`cgjax.evaluate.metrics.range_coverage`);
+    variance_ratio (with ``posterior_var``):
     replicate variance (ddof 1) over the oracle's posterior variance (about 1 when calibrated).
     """
     samples = np.asarray(samples, np.float64)
@@ -203,10 +208,10 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
            "r2_of_mean": float(metrics.r2_pooled(truth, samples.mean(axis=0)))}
     if not identical:
         rec["energy_score"] = float(metrics.energy_score(samples, truth).mean())
-        rec["coverage90"] = float(metrics.interval_coverage(samples, truth, 0.9))
     else:
         rec["energy_score"] = float(np.linalg.norm(samples[0] - truth, axis=1).mean())
-        rec["coverage90"] = float((samples[0] == truth).mean())
+    rec["coverage_range"] = metrics.range_coverage(samples, truth)
+    rec["coverage_range_expected"] = metrics.expected_range_coverage(R)
     if posterior_var is not None:
         rec["variance_ratio"] = 0.0 if identical else float(metrics.variance_ratio(samples, posterior_var))
     return rec
@@ -361,12 +366,13 @@ def reconstruction_anova(records: list[dict]) -> pd.DataFrame:
 
 def reconstruction(ms, test: dict[str, np.ndarray], *, methods=("single", "multi", "coherent"),
                    given_sets: dict[str, list[tuple[str, ...]]] | None = None, replicates: int = 10,
-                   seed: int = 0, progress: bool = False, **sample_kwargs) -> list[dict]:
+                   seed: int = 0, progress: bool = False, options: SampleOptions = SampleOptions()) -> list[dict]:
     """Records ``{target, given, method, r2_mean, r2_std, variance_pct, energy_score, ...}`` of our
     models. test: modality -> f32[N, D] standardised, complete rows. given_sets: per target the
     condition sets (default: every non-empty subset of the other modalities). ``single`` is only
-    run for one-modality sets (it is the single-condition model of that source)."""
-    samplers = {m: ModelSampler(ms, m, **sample_kwargs) for m in methods}
+    run for one-modality sets (it is the single-condition model of that source). ``options``: the
+    sampling options of every method (its method field is replaced by each of ``methods``)."""
+    samplers = {m: ModelSampler(ms, dataclasses.replace(options, method=m)) for m in methods}
     return reconstruction_study(samplers, test, modalities=ms.modalities, given_sets=given_sets,
                                 replicates=replicates, seed=seed, progress=progress).records
 

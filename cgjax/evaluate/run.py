@@ -175,11 +175,13 @@ def detect_synthetic(cohort):
 def model_samplers(ms, cfg: EvalConfig) -> dict:
     from cgjax.evaluate.reconstruction import ModelSampler
     from cgjax.sampling.coherent import RejectionConfig
+    from cgjax.sampling.options import SampleOptions
     from cgjax.sampling.solvers import SolverConfig
 
-    kw = dict(rejection=RejectionConfig(max_fraction=cfg.reject_fraction), weighting=cfg.weighting,
-              solver=SolverConfig(kind=cfg.solver, steps=cfg.solver_steps))
-    return {m: ModelSampler(ms, m, **kw) for m in cfg.methods}
+    return {m: ModelSampler(ms, SampleOptions(method=m, weighting=cfg.weighting,
+                                              rejection=RejectionConfig(max_fraction=cfg.reject_fraction),
+                                              solver=SolverConfig(kind=cfg.solver, steps=cfg.solver_steps)))
+            for m in cfg.methods}
 
 
 def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "auto", progress: bool = True) -> dict:

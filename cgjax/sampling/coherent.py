@@ -13,12 +13,16 @@ the pair-weighted mean cosine distance (docs/reference.md 4.3)
     d[n, t] = 1 - sum_{i<j} w_ij cos(eps_hat_i[n], eps_hat_j[n]) / sum_{i<j} w_ij,
     w_ij = (w[n, i] + w[n, j]) / 2 for available pairs,
 
-and count the steps where d > threshold. A trajectory whose fraction of such steps exceeds
-``max_fraction`` is rejected and redrawn with fresh noise (docs/reference.md 4.4), inside a
-``lax.while_loop`` with fixed shapes: every attempt reruns the whole batch, and only still-pending
-rows take its result. A row that never passes keeps its least incoherent attempt and is reported
-as not passed. With one model (M = 1, or one available model in a row) there are no pairs, d = 1,
-and nothing is ever rejected (the test is strict).
+and count the steps where d > threshold. Only a row with at least two available models can be
+incoherent: with one (M = 1, or one available model in a row) there is no pair, d is reported as
+1 and the step never counts, whatever the threshold. A trajectory whose fraction of such steps
+exceeds ``max_fraction`` is rejected and redrawn with fresh noise (docs/reference.md 4.4), inside a
+``lax.while_loop`` with fixed shapes. The first attempt runs every row; each retry runs only the
+rows still pending, gathered into a batch of the smallest of a few fixed sizes (N, N/4, N/16, ...;
+:func:`retry_sizes`) that holds them, so the cost of retries scales with the rows retried and the
+number of compiled programs stays bounded. A row that passes at the first attempt is exactly the
+row of a run without rejection. A row that never passes keeps its least incoherent attempt and is
+reported as not passed.
 
 The same code samples a single-condition model (M = 1, one condition slot) and the multi-condition
 model (M = 1, several condition slots with per-row masks).
@@ -31,9 +35,9 @@ The update applied to the consensus noise is a solver (:mod:`cgjax.sampling.solv
 ancestral DDPM step at every timestep (default), or DDIM / DPM-Solver++(2M) on K of them. With K
 steps the coherence test counts incoherent steps among the K steps taken (fraction = count / K).
 
-The model is a pair (:class:`cgjax.sampling.algebra.Model`): ``prepare`` runs once per call, outside
-the reverse loop and the rejection loop (BatchNorm folding, the [T, ...] time tables, each row's
-condition projection), ``eps`` at every step. The default is the folded network; ``algebra="plain"``
+The model is a pair (:class:`cgjax.sampling.algebra.Model`): ``prepare`` runs once per call (and
+once per retry of a subset of the rows), outside the reverse loop (BatchNorm folding, the [T, ...]
+time tables, each row's condition projection), ``eps`` at every step. The default is the folded network; ``algebra="plain"``
 evaluates the network as trained.
 """
 
@@ -45,13 +49,15 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from cgjax._validate import is_int, is_real
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import Schedule
-from cgjax.sampling.algebra import Model, make_model, plain_model
+from cgjax.errors import ConfigError
+from cgjax.sampling.algebra import Model, make_model
 from cgjax.sampling.solvers import SolverConfig, make_solver
 
 __all__ = ["Model", "RejectionConfig", "SampleResult", "SolverConfig", "make_sampler", "model_from_eps_fn",
-           "normalise_weights", "pairwise_cosine_distance", "plain_eps_fn", "row_noise"]
+           "pairwise_cosine_distance", "row_noise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +69,19 @@ class RejectionConfig:
     max_fraction: float = 0.05  # accept when the fraction of incoherent steps is <= this
     max_attempts: int = 10
 
+    def __post_init__(self):
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"RejectionConfig.enabled must be True or False, got {self.enabled!r}")
+        if not (is_real(self.cos_threshold) and 0.0 <= self.cos_threshold <= 2.0):
+            raise ConfigError(f"RejectionConfig.cos_threshold must be in [0, 2] (a cosine distance), "
+                              f"got {self.cos_threshold!r}")
+        if not (is_real(self.max_fraction) and 0.0 <= self.max_fraction <= 1.0):
+            raise ConfigError(f"--reject-fraction (RejectionConfig.max_fraction) must be in [0, 1], "
+                              f"got {self.max_fraction!r}")
+        if not (is_int(self.max_attempts) and self.max_attempts >= 1):
+            raise ConfigError(f"--max-attempts (RejectionConfig.max_attempts) must be an integer >= 1, "
+                              f"got {self.max_attempts!r}")
+
 
 class SampleResult(NamedTuple):
     x0: jnp.ndarray  # f32[N, F] the samples
@@ -70,20 +89,6 @@ class SampleResult(NamedTuple):
     passed: jnp.ndarray  # bool[N] whether the returned trajectory passed the coherence test
     frac_incoherent: jnp.ndarray  # f32[N] fraction of incoherent steps of the returned trajectory
     distance: Optional[jnp.ndarray] = None  # f32[N, K] d[n, k] of the returned trajectory per step (T-1 first)
-
-
-def plain_eps_fn(cfg: denoiser.DenoiserConfig):
-    """The ensemble's noise predictions with the plain network, in inference mode.
-
-    Returns ``eps(params, batch_stats, x_t f32[N, F], t i32[], conds f32[N, M, K, C], masks f32[N, M, K])
-    -> f32[M, N, F]`` for params and batch_stats stacked along M.
-    """
-    model = plain_model(cfg)
-
-    def eps(params, batch_stats, x_t, t, conds, masks):
-        return model.eps(model.prepare(params, batch_stats, conds, masks), x_t, t)
-
-    return eps
 
 
 def model_from_eps_fn(eps_fn: Callable) -> Model:
@@ -128,6 +133,21 @@ def row_noise(key, row_ids, t, dim: int):
     return jax.vmap(lambda k: jax.random.normal(k, (dim,), jnp.float32))(keys)
 
 
+RETRY_SHRINK = 4  # retry batch sizes: N, ceil(N / 4), ceil(N / 16), ... down to RETRY_MIN_ROWS
+RETRY_MIN_ROWS = 16
+
+
+def retry_sizes(n: int) -> tuple[int, ...]:
+    """The batch sizes a retry of an N-row call may run at, largest first: N, then N / 4, N / 16, ...
+    (rounded up) while at least :data:`RETRY_MIN_ROWS`. A retry of P pending rows runs at the
+    smallest size >= P, so it costs at most 4 P rows (or RETRY_MIN_ROWS), never the whole batch
+    for a few stubborn rows, and one call compiles at most log_4(N / 16) + 1 retry programs."""
+    sizes = [n]
+    while -(-sizes[-1] // RETRY_SHRINK) >= RETRY_MIN_ROWS and sizes[-1] > RETRY_MIN_ROWS:
+        sizes.append(-(-sizes[-1] // RETRY_SHRINK))
+    return tuple(sizes)
+
+
 def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
                  rejection: RejectionConfig = RejectionConfig(), return_distance: bool = False,
                  eps_fn: Callable | None = None, solver: SolverConfig = SolverConfig(),
@@ -155,6 +175,8 @@ def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
     def trajectory(prepared, key, weights, row_ids):
         """One full reverse process for every row. Returns x0, incoherent-step count, distances."""
         x_T = row_noise(key, row_ids, T, F)  # the initial noise uses the otherwise unused index T
+        # only a row with a pair of available models can be incoherent (d = 1 means "no pair")
+        has_pair = jnp.sum(weights > 0, axis=1) >= 2
 
         def step(carry, inputs):
             x_t, aux, n_bad = carry
@@ -163,7 +185,7 @@ def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
             # the consensus (docs/reference.md 4.2) as an elementwise weighted sum over the few members
             eps_bar = jnp.sum(eps_all * weights.T[:, :, None], axis=0)
             d = pairwise_cosine_distance(eps_all, weights)
-            n_bad = n_bad + (d > rejection.cos_threshold).astype(jnp.int32)
+            n_bad = n_bad + ((d > rejection.cos_threshold) & has_pair).astype(jnp.int32)
             z = row_noise(key, row_ids, t, F) if sol.stochastic else None
             x_next, aux = sol.step(aux, x_t, eps_bar, z, xs_k)
             return (x_next, aux, n_bad), (d if return_distance else None)
@@ -174,14 +196,36 @@ def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
 
     def sample(params, batch_stats, key, conds, masks, weights, row_ids):
         N = conds.shape[0]
-        # once per call, shared by every attempt: folding, time tables, condition projections
+        # once per call: folding, time tables, condition projections of every row
         prepared = model.prepare(params, batch_stats, conds, masks)
-        run = lambda attempt: trajectory(prepared, jax.random.fold_in(key, attempt), weights, row_ids)
-        x0, n_bad, dist = run(0)
+        x0, n_bad, dist = trajectory(prepared, jax.random.fold_in(key, 0), weights, row_ids)
         frac = n_bad.astype(jnp.float32) / K  # over the K steps taken
         if not rejection.enabled:
             return SampleResult(x0, jnp.ones(N, jnp.int32), jnp.ones(N, bool), frac, dist)
         passed = frac <= rejection.max_fraction
+        sizes = retry_sizes(N)
+
+        def retry(attempt, pending):
+            """Attempt ``attempt`` for the pending rows only: they are gathered to the front of a
+            batch of the smallest size in ``sizes`` that holds them all (one branch per size, all
+            compiled once), run, and scattered back; other rows' outputs are zero and unused."""
+            order = jnp.argsort(~pending, stable=True)  # pending rows first, in row order
+            akey = jax.random.fold_in(key, attempt)
+
+            def branch(size):
+                def run(_):
+                    if size == N:  # everything pending: no gather, reuse the prepared model
+                        return trajectory(prepared, akey, weights, row_ids)
+                    idx = order[:size]
+                    sub = model.prepare(params, batch_stats, conds[idx], masks[idx])
+                    x, nb, d = trajectory(sub, akey, weights[idx], row_ids[idx])
+                    scatter = lambda a: jnp.zeros((N,) + a.shape[1:], a.dtype).at[idx].set(a)
+                    return scatter(x), scatter(nb), (None if d is None else scatter(d))
+                return run
+
+            which = jnp.sum(jnp.asarray(sizes) >= jnp.sum(pending)) - 1  # the smallest size that fits
+            return jax.lax.switch(which, [branch(s) for s in sizes], None)
+
         init = (jnp.int32(1), x0, frac, passed, jnp.ones(N, jnp.int32), dist)
 
         def cond(state):
@@ -190,9 +234,9 @@ def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
 
         def body(state):
             attempt, best_x, best_frac, passed, attempts, best_dist = state
-            x_new, n_bad, dist_new = run(attempt)
-            f_new = n_bad.astype(jnp.float32) / K
             pending = ~passed
+            x_new, n_bad, dist_new = retry(attempt, pending)
+            f_new = n_bad.astype(jnp.float32) / K
             ok = pending & (f_new <= rejection.max_fraction)
             # pending rows take an accepted attempt, or a rejected one that is less incoherent
             take = ok | (pending & (f_new < best_frac))
@@ -208,11 +252,3 @@ def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
 
     return jax.jit(sample)
 
-
-def normalise_weights(base_weights, available):
-    """Per-row weights: ``base_weights`` f32[M] (> 0) masked by ``available`` bool[N, M], rows
-    renormalised to sum 1. Rows with no available model get all-zero weights (callers refuse them
-    unless unconditional generation was asked for)."""
-    w = jnp.asarray(base_weights, jnp.float32)[None, :] * jnp.asarray(available, jnp.float32)
-    s = jnp.sum(w, axis=1, keepdims=True)
-    return w / jnp.where(s > 0, s, 1.0)

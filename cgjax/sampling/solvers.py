@@ -46,7 +46,9 @@ from typing import Callable, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from cgjax._validate import is_int, is_real
 from cgjax.diffusion.schedule import Schedule, ddpm_step
+from cgjax.errors import ConfigError
 
 KINDS = ("ddpm", "ddim", "dpm")
 
@@ -62,13 +64,15 @@ class SolverConfig:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"unknown solver '{self.kind}'; choose ddpm, ddim or dpm")
-        if self.steps is not None and self.steps < 2:
-            raise ValueError(f"a solver needs steps >= 2 (t = T-1 and t = 0), got {self.steps}")
-        if self.eta < 0:
-            raise ValueError(f"eta must be >= 0, got {self.eta}")
+            raise ConfigError(f"--sampler (SolverConfig.kind) must be one of {KINDS}, got {self.kind!r}")
+        if self.steps is not None and (not is_int(self.steps) or self.steps < 2):
+            raise ConfigError(f"--steps (SolverConfig.steps) must be an integer >= 2 (t = T-1 and t = 0), "
+                              f"got {self.steps!r}")
+        if not (is_real(self.eta) and 0.0 <= self.eta <= 1.0):
+            raise ConfigError(f"--eta (SolverConfig.eta) must be in [0, 1], got {self.eta!r}")
         if self.kind != "ddim" and self.eta != 0:
-            raise ValueError(f"eta applies to ddim only (got kind={self.kind!r}, eta={self.eta})")
+            raise ConfigError(f"--eta applies to --sampler ddim only (got kind={self.kind!r}, eta={self.eta})")
+
 
 
 class Solver(NamedTuple):
@@ -92,7 +96,7 @@ def solver_timesteps(T: int, steps: int | None) -> np.ndarray:
     """K uniformly spaced timesteps of a T-step schedule, T-1 first and 0 last (int64[K])."""
     K = T if steps is None else int(steps)
     if not 2 <= K <= T:
-        raise ValueError(f"need 2 <= steps <= T = {T}, got {K}")
+        raise ConfigError(f"--steps (SolverConfig.steps) must be in [2, {T}] (the schedule's T), got {K}")
     # spacing (T-1)/(K-1) >= 1, so rounding keeps the K values distinct
     return np.round(np.linspace(T - 1, 0, K)).astype(np.int64)
 
@@ -143,7 +147,8 @@ def make_solver(schedule: Schedule, cfg: SolverConfig = SolverConfig()) -> Solve
     T = schedule.timesteps
     if cfg.kind == "ddpm":
         if cfg.steps not in (None, T):
-            raise ValueError(f"ddpm runs every timestep (steps=None or {T}); use ddim with eta=1 to stride")
+            raise ConfigError(f"--sampler ddpm runs every timestep (--steps unset or {T}); use ddim with "
+                              "--eta 1 to stride")
         timesteps = np.arange(T - 1, -1, -1)
         step = lambda aux, x_t, eps_hat, z, t: (ddpm_step(schedule, x_t, t, eps_hat, z), aux)
         return Solver(timesteps, True, jnp.asarray(timesteps, jnp.int32), lambda x_T: (), step)
