@@ -177,7 +177,7 @@ def validate_group(group: Group, schedule_cfg: ScheduleConfig, val: GroupData, r
     mse (mean squared error over replicates, rows and features; the reference's selection score),
     energy (mean energy score per row over the replicates; only with replicates >= 2), r2 (pooled R2
     of the samples)."""
-    from cgjax.evaluate.metrics import energy_score
+    from cgjax.scoring.metrics import energy_score
 
     M, N = val.x0.shape[:2]
     conds = jnp.tile(val.conds, (1, replicates, 1, 1))

@@ -43,7 +43,7 @@ from cgjax.datasets import mini_acc, mini_acc_preprocess_options
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.ensemble import ArchConfig, sample_target
-from cgjax.evaluate import metrics
+from cgjax.scoring import metrics
 from cgjax.evaluate.baselines import iterative_impute, knn_impute, mean_impute
 from cgjax.evaluate.reconstruction import score_samples
 

@@ -26,8 +26,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cgjax.evaluate import metrics, stats
 from cgjax.evaluate.predictive import fast_f1
+from cgjax.scoring import metrics, stats
 
 SCORES = ("prob_variance", "disagreement")
 RATIOS = np.round(np.linspace(0.0, 1.0, 21), 10)

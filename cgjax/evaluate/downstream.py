@@ -28,9 +28,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cgjax.evaluate import metrics, stats
 from cgjax.evaluate.predictive import fast_balanced_accuracy, fast_f1
 from cgjax.evaluate.reconstruction import Sampler, as_samples, stable_seed
+from cgjax.scoring import metrics, stats
 
 MAIN_METRIC = {"stage": "macro_f1", "survival": "c_index"}
 STAGE_RF_PAPER = dict(n_estimators=500)

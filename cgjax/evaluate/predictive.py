@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cgjax.evaluate import stats
+from cgjax.scoring import stats
 
 TASKS = ("cancer_type", "stage")
 

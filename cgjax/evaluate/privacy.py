@@ -10,7 +10,7 @@ does not say how it aggregates; REFERENCE 5.7 GAP), then mean and std over repli
 
 Beside the samplers, the row ``real (test)`` scores the real held-out test rows against the same
 train subsets: what a perfect generator would get. The distance to the closest training record
-(:func:`cgjax.evaluate.metrics.dcr`) of generated rows is compared with that of the held-out rows:
+(:func:`cgjax.scoring.metrics.dcr`) of generated rows is compared with that of the held-out rows:
 a generator that copies its training data puts far more than 5% of its rows below the held-out
 5th percentile.
 """
@@ -22,8 +22,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cgjax.evaluate import metrics
 from cgjax.evaluate.reconstruction import Sampler, as_samples, stable_seed
+from cgjax.scoring import metrics
 
 REAL = "real (test)"
 

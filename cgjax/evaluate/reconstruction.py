@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cgjax.evaluate import metrics, stats
+from cgjax.scoring import metrics, stats
 
 Sampler = Callable[..., object]
 POINT_METHODS = ("knn", "iterative", "mean", "oracle_mean")

@@ -420,7 +420,7 @@ def _write_anova(path: Path, table: pd.DataFrame) -> list:
 
 def _predictive_anova(frame: pd.DataFrame) -> pd.DataFrame:
     """Per task and metric: subject = replicate, within = modality x data (real and each method)."""
-    from cgjax.evaluate.stats import anova_rm_by
+    from cgjax.scoring.stats import anova_rm_by
 
     if frame.empty:
         return pd.DataFrame()
@@ -432,7 +432,7 @@ def _predictive_anova(frame: pd.DataFrame) -> pd.DataFrame:
 def _downstream_anova(frame: pd.DataFrame) -> pd.DataFrame:
     """Per task and metric: subject = run, within = condition x test type, without the full-data
     and cancer-label-only rows (as the reference)."""
-    from cgjax.evaluate.stats import anova_rm_by
+    from cgjax.scoring.stats import anova_rm_by
 
     if frame.empty:
         return pd.DataFrame()
