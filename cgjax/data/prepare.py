@@ -9,7 +9,7 @@ validation or test rows:
    only from complete samples), unless the clinical table already fixes a complete split;
 3. preprocess every modality (:func:`cgjax.data.preprocess.preprocess_modalities`: transforms,
    sparse-feature filter, imputation), fitted on the training rows;
-4. fit the embeddings (:func:`cgjax.data.embedding.fit_embedding`: autoencoders, WSI PCA) on the
+4. fit the embeddings (:func:`cgjax.embedding.fit_embedding`: autoencoders, WSI PCA) on the
    training rows, with the validation rows for early stopping only;
 5. encode every sample (train, val, test) to its latents.
 
@@ -18,7 +18,7 @@ validation or test rows:
     COHORT_DIR/
       <modality>.csv     latents (sample_id, z0..z{d-1}; WSI pc1..pc{d})
       clinical.csv       cancer_type, stage, os_time, os_event and the split used here
-      embedding/         the fitted encoders/decoders (cgjax.data.embedding), for --decode
+      embedding/         the fitted encoders/decoders (cgjax.embedding), for --decode
       preprocess/        the fitted preprocessing (cgjax.data.preprocess.save_preprocess), so that
                          new raw patients get exactly the same steps (:func:`apply_prepared`)
       features/          (optional) the preprocessed feature tables, itself a cohort directory
@@ -41,14 +41,14 @@ import numpy as np
 import pandas as pd
 
 from cgjax.data.cohort import SPLITS, Cohort, from_arrays, normalise_clinical
-from cgjax.data.embedding import (EMBEDDING_DIR, META_FILE, Embedding, EmbeddingOptions, fit_embedding,
-                                  load_embedding, save_embedding)
 from cgjax.data.io import write_cohort
 from cgjax.data.preprocess import (PreprocessOptions, apply_preprocess, group_stage, load_preprocess,
                                    preprocess_modalities, save_preprocess)
 from cgjax.data.split import PAPER_FRACTIONS, split_cohort
 from cgjax.data.xena import NA_TOKENS, RawCohort
 from cgjax._atomic import atomic_directory
+from cgjax.embedding import (EMBEDDING_DIR, META_FILE, Embedding, EmbeddingOptions, fit_embedding,
+                             load_embedding, save_embedding)
 from cgjax.errors import CgjaxError, CohortError
 
 __all__ = ["PrepareOptions", "PreparedCohort", "assign_split", "prepare", "write_prepared", "read_matrices",
@@ -65,7 +65,7 @@ class PrepareOptions:
 
     Attributes:
       preprocess: :class:`cgjax.data.preprocess.PreprocessOptions` (transforms, imputers, filters).
-      embedding: :class:`cgjax.data.embedding.EmbeddingOptions` (latent size, autoencoders, PCA).
+      embedding: :class:`cgjax.embedding.EmbeddingOptions` (latent size, autoencoders, PCA).
       split_seed, fractions: of :func:`cgjax.data.split_cohort` (paper: 42, 80/5/15).
     """
 
@@ -81,7 +81,7 @@ class PreparedCohort:
 
     Attributes:
       cohort: the latents, ``f32[N, d_m]`` per modality with presence masks, clinical with ``split``.
-      embedding: the fitted :class:`cgjax.data.embedding.Embedding` (``info`` records the run).
+      embedding: the fitted :class:`cgjax.embedding.Embedding` (``info`` records the run).
       features: modality -> preprocessed samples x features DataFrame (every sample that has it).
       split: sample id -> train / val / test.
       preprocess: modality -> fitted :class:`cgjax.data.preprocess.FittedModality`.
