@@ -297,7 +297,7 @@ def test_simulated_processes_write_parts_merged_in_order(tiny, tmp_path):
     import pandas as pd
 
     from cgjax import pipeline
-    from cgjax.distributed import merge_parts, part_path
+    from cgjax.output import merge_parts, part_path
 
     ms, cohort, _, _ = tiny
     cohort, kw = cohort.subset(np.arange(60)), dict(replicates=2, seed=2, progress=False, targets=["wsi"])
@@ -324,7 +324,8 @@ def test_merge_accepts_empty_parts_and_refuses_missing_ones(tmp_path):
     pytest.importorskip("pyarrow")
     import pandas as pd
 
-    from cgjax.distributed import merge_parts, part_path, process_range
+    from cgjax.distributed import process_range
+    from cgjax.output import merge_parts, part_path
 
     full = pd.DataFrame({"sample_id": [f"s{i}" for i in range(3)], "replicate": 0, "f": np.arange(3.0)})
     count = 5  # more processes than rows: two write empty parts
