@@ -26,12 +26,15 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
+from cgjax import distributed
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
 from cgjax.diffusion.train import GroupData, TrainConfig, TrainState, init_state, make_train_fn
 from cgjax.errors import CgjaxError
 from cgjax.sampling.coherent import RejectionConfig, SolverConfig, make_sampler
+from cgjax.scoring.metrics import energy_score
 
 METHODS = ("coherent", "multi", "single")
 WEIGHTINGS = ("inverse_mse", "softmax_inverse_mse", "uniform")
@@ -177,8 +180,6 @@ def validate_group(group: Group, schedule_cfg: ScheduleConfig, val: GroupData, r
     mse (mean squared error over replicates, rows and features; the reference's selection score),
     energy (mean energy score per row over the replicates; only with replicates >= 2), r2 (pooled R2
     of the samples)."""
-    from cgjax.scoring.metrics import energy_score
-
     M, N = val.x0.shape[:2]
     conds = jnp.tile(val.conds, (1, replicates, 1, 1))
     masks = jnp.ones(conds.shape[:3], jnp.float32)
@@ -312,8 +313,6 @@ def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray
     for the device), rounded up to a multiple of the mesh size, and is split over ``mesh`` when given.
     The samples are those of one big batch: each keeps its global row id.
     """
-    from cgjax import distributed
-
     group, members, conds, masks, weights, N = _target_inputs(ms, target, given, method, weighting, unconditional)
     used = np.flatnonzero(weights.any(axis=0))
     if len(used) < len(members):
@@ -433,8 +432,6 @@ def train_model_set(run: TrainingRun, train_data, train_masks, val_data, val_mas
     each model's best parameters by ``train_cfg.select_by``. ``on_validation(run)`` is called after
     each validation (the CLI writes a checkpoint there, so a killed run loses at most one period).
     A run restored from a checkpoint continues from its ``epoch``."""
-    from tqdm.auto import tqdm
-
     ms, tcfg = run.model_set, run.model_set.train_cfg
     schedule = make_schedule(ms.schedule_cfg)
     key = jax.random.PRNGKey(tcfg.seed)

@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from cgjax.evaluate.reconstruction import Sampler, as_samples, stable_seed
 from cgjax.scoring import metrics
@@ -62,8 +63,6 @@ def privacy_study(samplers: Mapping[str, Sampler], train: Mapping[str, np.ndarra
     the number of test rows, as the reference's 1350); generated: precomputed
     :func:`unconditional_samples` output (then ``samplers`` may be empty).
     """
-    from tqdm.auto import tqdm
-
     modalities = list(modalities or test)
     n = int(n_samples or len(next(iter(test.values()))))
     dims = {m: test[m].shape[1] for m in modalities}

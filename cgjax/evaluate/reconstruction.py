@@ -26,7 +26,10 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from cgjax.ensemble import sample_target
+from cgjax.evaluate import baselines
 from cgjax.scoring import metrics, stats
 
 Sampler = Callable[..., object]
@@ -74,8 +77,6 @@ class ModelSampler:
         self.ms, self.method, self.kwargs = ms, method, sample_kwargs
 
     def __call__(self, target, given, *, replicates=1, seed=0, unconditional=False):
-        from cgjax.ensemble import sample_target
-
         given = {m: v for m, v in given.items() if m != target}
         if unconditional:  # sample_target needs N rows: absent modalities for every row
             n = len(next(iter(given.values())))
@@ -160,8 +161,6 @@ class BaselineSampler:
         self._cache: dict = {}
 
     def __call__(self, target, given, *, replicates=1, seed=0, unconditional=False):
-        from cgjax.evaluate import baselines
-
         names = [m for m in self.train if m in given and m != target]
         n = len(next(iter(given.values())))
         if unconditional or not names:
@@ -263,8 +262,6 @@ def reconstruction_study(samplers: Mapping[str, Sampler], test: Mapping[str, np.
     cancer_types: str[N] per test row; gives the per-cancer table for the full given sets.
     point_sets: "all" runs the point predictors on every given set, "full" only on the full one.
     """
-    from tqdm.auto import tqdm
-
     modalities = list(modalities or test)
     jobs = []
     for t in modalities:
