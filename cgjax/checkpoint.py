@@ -25,10 +25,11 @@ import jax
 import numpy as np
 
 from cgjax.diffusion import denoiser
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig, TrainState, init_state
 from cgjax.distributed import is_primary, sync
-from cgjax.ensemble import (ArchConfig, Group, ModelSet, ModelSpec, TrainingRun, ensemble_weights)
+from cgjax.ensemble import Group, ModelSet, ModelSpec, TrainingRun, ensemble_weights
 from cgjax._atomic import atomic_directory, write_json_synced
 from cgjax.errors import CheckpointError
 

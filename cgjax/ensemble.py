@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from cgjax import distributed
 from cgjax.diffusion import denoiser
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
 from cgjax.diffusion.train import GroupData, TrainConfig, TrainState, init_state, make_train_fn
 from cgjax.errors import CgjaxError
@@ -51,19 +52,6 @@ class ModelSpec:
     @property
     def name(self) -> str:
         return f"{self.target}_from_{self.conds[0] if self.kind == 'single' else 'multi'}"
-
-
-@dataclasses.dataclass(frozen=True)
-class ArchConfig:
-    """The denoiser size shared by every model (paper grid: hidden 256-1024, 4-7 layers, Dt 64/128)."""
-
-    hidden: int = 512
-    n_layers: int = 5
-    time_dim: int = 128
-    cond_embed_dim: int = 32
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass

@@ -18,10 +18,11 @@ from tqdm.auto import tqdm
 from cgjax import checkpoint, distributed, output
 from cgjax.data import (Cohort, Scalers, apply_scalers, check_modalities, fit_scalers, invert_scalers,
                         split_cohort)
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
-from cgjax.ensemble import (ArchConfig, Imputation, ModelSet, TrainingRun, iter_sample_target, new_training_run,
-                            sample_target, train_model_set)
+from cgjax.ensemble import (Imputation, ModelSet, TrainingRun, iter_sample_target, new_training_run, sample_target,
+                            train_model_set)
 from cgjax.errors import CgjaxError, CheckpointError, CohortError
 from cgjax.sampling.coherent import RejectionConfig, SolverConfig
 

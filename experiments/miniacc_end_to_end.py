@@ -39,10 +39,11 @@ from cgjax import pipeline
 from cgjax.data import Scalers
 from cgjax.data.prepare import PrepareOptions, prepare, summary, write_prepared
 from cgjax.datasets import mini_acc, mini_acc_preprocess_options
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.embedding import EmbeddingOptions, decode_imputations, fit_embedding
-from cgjax.ensemble import ArchConfig, sample_target
+from cgjax.ensemble import sample_target
 from cgjax.evaluate.baselines import iterative_impute, knn_impute, mean_impute
 from cgjax.evaluate.reconstruction import score_samples
 from cgjax.scoring import metrics

@@ -64,6 +64,18 @@ def test_param_count_matches_closed_form():
     paper = denoiser.DenoiserConfig(x_dim=32, cond_dims=(32,), hidden=512, n_layers=5, time_dim=128, cond_embed_dim=32)
     params, _ = denoiser.init(jax.random.PRNGKey(0), paper)
     assert sum(x.size for x in jax.tree.leaves(params)) == denoiser.param_count(paper)
+    # REFERENCE 2.5 closed form: time MLP, condition embedding, layer 0, 3 hidden layers, output, 4 BN affines
+    assert denoiser.param_count(paper) == (128 * 128 + 128 + 32 * 32 + 32 + (32 + 128 + 32) * 512 + 512
+                                           + 3 * ((512 + 128) * 512 + 512) + (512 + 128) * 32 + 32
+                                           + 4 * 2 * 512) == 1_125_568
+
+
+def test_param_shapes_is_the_layout_init_draws():
+    """param_shapes (the one definition the cost model reads) has init's exact pytree and shapes."""
+    params, _ = denoiser.init(jax.random.PRNGKey(0), CFG)
+    assert jax.tree.map(lambda a: a.shape, params) == denoiser.param_shapes(CFG)
+    named = [(path[-1].key, leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+    assert sorted(denoiser.param_leaves(CFG)) == sorted(named)
 
 
 def test_sinusoidal_embedding_reference_formula():

@@ -32,9 +32,10 @@ def tiny_model_set(n_samples: int = 160, dim: int = 4, timesteps: int = 25, seed
 
     from cgjax.data import apply_scalers, fit_scalers, from_arrays
     from cgjax.diffusion import denoiser
+    from cgjax.diffusion.denoiser import ArchConfig
     from cgjax.diffusion.schedule import ScheduleConfig
     from cgjax.diffusion.train import TrainConfig, TrainState, make_optimizer
-    from cgjax.ensemble import ArchConfig, ModelSet, build_groups
+    from cgjax.ensemble import ModelSet, build_groups
 
     rng = np.random.default_rng(seed)
     mods = ("cna", "rnaseq", "rppa", "wsi")

@@ -13,9 +13,10 @@ from cgjax import checkpoint, pipeline
 from cgjax.cli import main as cli
 from cgjax.data import apply_scalers, from_arrays, split_cohort, write_cohort
 from cgjax.datasets import synthetic_tcga
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
-from cgjax.ensemble import ArchConfig, ensemble_weights, model_specs, sample_target
+from cgjax.ensemble import ensemble_weights, model_specs, sample_target
 from cgjax.errors import CgjaxError, CheckpointError, CohortError
 
 ARCH = ArchConfig(hidden=16, n_layers=3, time_dim=8, cond_embed_dim=8)

@@ -50,9 +50,9 @@ def load_config(path: str | None) -> dict:
 
 
 def _configs(cfg: dict, epochs=None, timesteps=None, defaults=None):
+    from cgjax.diffusion.denoiser import ArchConfig
     from cgjax.diffusion.schedule import ScheduleConfig
     from cgjax.diffusion.train import TrainConfig
-    from cgjax.ensemble import ArchConfig
 
     defaults = defaults or {}
     try:

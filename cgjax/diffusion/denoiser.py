@@ -29,22 +29,35 @@ import jax.numpy as jnp
 
 
 @dataclasses.dataclass(frozen=True)
-class DenoiserConfig:
-    """Shape of one ``norm_mlp`` denoiser.
+class ArchConfig:
+    """The network's size, one for every model of a set (paper grid: hidden 256-1024, 4-7 layers,
+    Dt 64/128).
 
-    x_dim: F, features of the target modality.
-    cond_dims: one entry per condition slot (1 for a single-condition model, K for a multi-condition
-      model); inputs narrower than their slot are zero-padded, which leaves the function unchanged.
     hidden: H. n_layers: number of Linear layers (>= 2), so n_layers - 1 BatchNorm layers.
     time_dim: Dt, the sinusoidal embedding size. cond_embed_dim: E per condition.
     """
 
-    x_dim: int
-    cond_dims: tuple[int, ...]
     hidden: int = 512
     n_layers: int = 5
     time_dim: int = 128
     cond_embed_dim: int = 32
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DenoiserConfig(ArchConfig):
+    """Shape of one ``norm_mlp`` denoiser: an :class:`ArchConfig` with the widths of its data.
+
+    x_dim: F, features of the target modality.
+    cond_dims: one entry per condition slot (1 for a single-condition model, K for a multi-condition
+      model); inputs narrower than their slot are zero-padded, which leaves the function unchanged.
+    bn_momentum, bn_eps: of the BatchNorm layers (PyTorch's defaults).
+    """
+
+    x_dim: int
+    cond_dims: tuple[int, ...]
     bn_momentum: float = 0.1  # PyTorch convention: running = (1 - m) running + m batch
     bn_eps: float = 1e-5
 
@@ -56,9 +69,6 @@ class DenoiserConfig:
     @property
     def n_conds(self) -> int:
         return len(self.cond_dims)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DenoiserConfig":
@@ -172,9 +182,38 @@ def apply(params, batch_stats, x_t, t, conds, masks, cfg: DenoiserConfig, *, tra
     return h, new_stats
 
 
+def param_shapes(cfg: DenoiserConfig) -> dict:
+    """The shape of every parameter, in the layout :func:`init` returns: the one definition of the
+    network's size. :func:`param_count` sums it; the sampler's cost model
+    (:func:`cgjax.sampling.algebra.step_macs`) sums the weight blocks a reverse step multiplies.
+
+    time: w [Dt, Dt], b [Dt]; cond[i]: w [C_i, E], b [E]; layers[0]: w_x [F, H], w_t [Dt, H],
+    w_c [K E, H], b [H]; layers[l], l = 1 .. n-1: w_h [H, d_l], w_t [Dt, d_l], b [d_l] with d_l = H but
+    d_(n-1) = F; bn[l], l < n-1: scale [H], bias [H].
+    """
+    F, H, Dt, E, K, n = cfg.x_dim, cfg.hidden, cfg.time_dim, cfg.cond_embed_dim, cfg.n_conds, cfg.n_layers
+    out_dims = [H] * (n - 1) + [F]
+    return {
+        "time": {"w": (Dt, Dt), "b": (Dt,)},
+        "cond": [{"w": (c, E), "b": (E,)} for c in cfg.cond_dims],
+        "layers": [{"w_x": (F, H), "w_t": (Dt, H), "w_c": (E * K, H), "b": (H,)}]
+                  + [{"w_h": (H, d), "w_t": (Dt, d), "b": (d,)} for d in out_dims[1:]],
+        "bn": [{"scale": (H,), "bias": (H,)} for _ in range(n - 1)],
+    }
+
+
+def param_leaves(cfg: DenoiserConfig) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every parameter of :func:`param_shapes`, in order (names repeat: ``w``, ``b``,
+    ``w_x``, ``w_t``, ``w_c``, ``w_h``, ``scale``, ``bias``)."""
+    def walk(node):
+        if isinstance(node, dict):
+            return [leaf for k, v in node.items() for leaf in ([(k, v)] if isinstance(v, tuple) else walk(v))]
+        return [leaf for item in node for leaf in walk(item)]
+
+    return walk(param_shapes(cfg))
+
+
 def param_count(cfg: DenoiserConfig) -> int:
-    """Closed form of REFERENCE 2.5 (trainable parameters, BN affine included, running stats not)."""
-    F, H, Dt, E, n = cfg.x_dim, cfg.hidden, cfg.time_dim, cfg.cond_embed_dim, cfg.n_layers
-    E_tot = E * cfg.n_conds
-    return (Dt * Dt + Dt + sum(c * E + E for c in cfg.cond_dims) + (F + Dt + E_tot) * H + H
-            + (n - 2) * ((H + Dt) * H + H) + (H + Dt) * F + F + (n - 1) * 2 * H)
+    """Trainable parameters (BN affine included, running statistics not; REFERENCE 2.5), summed
+    from :func:`param_shapes`."""
+    return sum(math.prod(shape) for _, shape in param_leaves(cfg))

@@ -30,6 +30,7 @@ network as trained (for tests and benchmarks); ``folded_model`` the rewritten on
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -167,16 +168,17 @@ def make_model(cfg: denoiser.DenoiserConfig, timesteps: int, algebra: str = "fol
     raise ValueError(f"unknown algebra '{algebra}'; choose one of {ALGEBRAS}")
 
 
-def step_macs(cfg: denoiser.DenoiserConfig, algebra: str) -> int:
-    """Multiply-accumulates per row, model and reverse step of the network's matrix products.
+STEP_BLOCKS = {"plain": ("w", "w_x", "w_t", "w_c", "w_h"), "folded": ("w_x", "w_h")}
 
-    plain: time MLP (Dt^2), condition embeddings (sum C_k E), layer 0 ((F + Dt + K E) H), hidden
-    layers ((H + Dt) H each), output ((H + Dt) F). folded: only x_t @ w_x, the w_h blocks.
+
+def step_macs(cfg: denoiser.DenoiserConfig, algebra: str) -> int:
+    """Multiply-accumulates per row, model and reverse step of the network's matrix products: the
+    sizes of the weight blocks (:func:`cgjax.diffusion.denoiser.param_shapes`) a step multiplies.
+
+    plain: every block, i.e. time MLP (Dt^2), condition embeddings (sum C_k E), layer 0
+    ((F + Dt + K E) H), hidden layers ((H + Dt) H each), output ((H + Dt) F). folded: only
+    x_t @ w_x and the w_h blocks (F H + (n - 2) H^2 + H F); the rest is in the prepared tables.
     """
-    F, H, Dt, E, n = cfg.x_dim, cfg.hidden, cfg.time_dim, cfg.cond_embed_dim, cfg.n_layers
-    if algebra == "plain":
-        return (Dt * Dt + sum(c * E for c in cfg.cond_dims) + (F + Dt + E * cfg.n_conds) * H
-                + (n - 2) * (H + Dt) * H + (H + Dt) * F)
-    if algebra == "folded":
-        return F * H + (n - 2) * H * H + H * F
-    raise ValueError(f"unknown algebra '{algebra}'; choose one of {ALGEBRAS}")
+    if algebra not in STEP_BLOCKS:
+        raise ValueError(f"unknown algebra '{algebra}'; choose one of {ALGEBRAS}")
+    return sum(math.prod(shape) for name, shape in denoiser.param_leaves(cfg) if name in STEP_BLOCKS[algebra])
