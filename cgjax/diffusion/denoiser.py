@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -80,7 +81,8 @@ def sinusoidal_embedding(t, dim: int):
     [sin(t freq), cos(t freq)], zero-padded by one column if ``dim`` is odd. t: [...] -> [..., dim]."""
     half = dim // 2
     freqs = jnp.exp(-jnp.arange(half, dtype=jnp.float32) * (math.log(10000.0) / max(half - 1, 1)))
-    angles = jnp.asarray(t, jnp.float32)[..., None] * freqs
+    t = jnp.asarray(t, jnp.float32)
+    angles = t[..., None] * freqs.reshape((1,) * t.ndim + (half,))
     emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
     if dim % 2:
         emb = jnp.pad(emb, [(0, 0)] * (emb.ndim - 1) + [(0, 1)])
@@ -132,8 +134,8 @@ def init(key, cfg: DenoiserConfig, true_cond_dims: tuple[int, ...] | None = None
 
 
 def time_embedding(params, t, time_dim: int):
-    """ReLU(Linear(sinusoid(t))): t int[...] -> f32[..., Dt]."""
-    return jax.nn.relu(sinusoidal_embedding(t, time_dim) @ params["time"]["w"] + params["time"]["b"])
+    """ReLU(Linear(sinusoid(t))): t int[B] -> f32[B, Dt]."""
+    return jax.nn.relu(sinusoidal_embedding(t, time_dim) @ params["time"]["w"] + params["time"]["b"][None])
 
 
 def cond_embedding(params, conds, masks):
@@ -143,7 +145,7 @@ def cond_embedding(params, conds, masks):
     masks: f32[B, K] in {0, 1}. Returns f32[B, K * E].
     A masked condition contributes an exactly-zero embedding (REFERENCE 2.4).
     """
-    embs = [jax.nn.relu(conds[:, i, :p["w"].shape[0]] @ p["w"] + p["b"]) * masks[:, i, None]
+    embs = [jax.nn.relu(conds[:, i, :p["w"].shape[0]] @ p["w"] + p["b"][None]) * masks[:, i, None]
             for i, p in enumerate(params["cond"])]
     return jnp.concatenate(embs, axis=-1)
 
@@ -151,34 +153,38 @@ def cond_embedding(params, conds, masks):
 def _batch_norm(x, p, s, cfg: DenoiserConfig, train: bool):
     if train:
         mean = jnp.mean(x, axis=0)
-        var = jnp.mean(jnp.square(x - mean), axis=0)
+        var = jnp.mean(jnp.square(x - mean[None]), axis=0)
         n = x.shape[0]
         unbiased = var * (n / max(n - 1, 1))
         m = cfg.bn_momentum
         new_s = {"mean": (1 - m) * s["mean"] + m * mean, "var": (1 - m) * s["var"] + m * unbiased}
     else:
         mean, var, new_s = s["mean"], s["var"], s
-    y = (x - mean) * jax.lax.rsqrt(var + cfg.bn_eps) * p["scale"] + p["bias"]
+    y = (x - mean[None]) * jax.lax.rsqrt(var + cfg.bn_eps)[None] * p["scale"][None] + p["bias"][None]
     return y, new_s
 
 
 def apply(params, batch_stats, x_t, t, conds, masks, cfg: DenoiserConfig, *, train: bool):
     """Predict the noise.
 
-    x_t: f32[B, F]; t: int[B]; conds: f32[B, K, C] (C = max(cond_dims)); masks: f32[B, K].
+    x_t: f32[B, F]; t: int[B]; conds: f32[B, K, C] (C >= max(cond_dims)); masks: f32[B, K] (checked
+    when traced: a wrong shape is an AssertionError naming the argument, not a broadcast).
     Returns (eps_hat f32[B, F], new batch_stats). In inference (``train=False``) batch_stats are
     returned unchanged and every output row depends only on its own input row.
     """
+    B, K = x_t.shape[0], cfg.n_conds
+    chex.assert_shape([x_t, t, conds, masks], [(B, cfg.x_dim), (B,), (B, K, None), (B, K)])
+    chex.assert_axis_dimension_gteq(conds, 2, max(cfg.cond_dims))
     t_emb = time_embedding(params, t, cfg.time_dim)
     c_emb = cond_embedding(params, conds, masks)
     l0 = params["layers"][0]
-    h = x_t @ l0["w_x"] + t_emb @ l0["w_t"] + c_emb @ l0["w_c"] + l0["b"]
+    h = x_t @ l0["w_x"] + t_emb @ l0["w_t"] + c_emb @ l0["w_c"] + l0["b"][None]
     new_stats = []
     for i, layer in enumerate(params["layers"][1:]):
         h, s = _batch_norm(h, params["bn"][i], batch_stats[i], cfg, train)
         new_stats.append(s)
         h = jax.nn.relu(h)
-        h = h @ layer["w_h"] + t_emb @ layer["w_t"] + layer["b"]
+        h = h @ layer["w_h"] + t_emb @ layer["w_t"] + layer["b"][None]
     return h, new_stats
 
 
