@@ -26,9 +26,11 @@ import jax
 import numpy as np
 
 from cgjax.diffusion import denoiser
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
-from cgjax.diffusion.train import TrainConfig, init_state
-from cgjax.ensemble import ArchConfig, Group, ModelSet, ModelSpec, TrainingRun
+from cgjax.diffusion.train import TrainConfig, TrainState, init_state
+from cgjax.distributed import is_primary, sync
+from cgjax.ensemble import Group, ModelSet, ModelSpec, TrainingRun
 from cgjax.sampling.weights import ensemble_weights
 from cgjax._atomic import atomic_directory, check_replaceable, probe_writable, write_json_synced
 from cgjax.errors import CgjaxError, CheckpointError
@@ -104,8 +106,6 @@ def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
     With several processes (``jax.distributed``) every process must call it: the (replicated)
     weights are copied to the host, process 0 alone writes, and all return once the checkpoint is
     in place."""
-    from cgjax.distributed import is_primary, sync
-
     path = Path(path).absolute()  # Orbax accepts absolute paths only
     models = _model_tree(ms)
     resume = None if run is None else {name: {"params": s.params, "batch_stats": s.batch_stats,
@@ -248,8 +248,6 @@ def load(path) -> ModelSet:
 
 def load_run(path) -> TrainingRun:
     """Restore a training run to resume it (raises CheckpointError if the checkpoint has no state)."""
-    from cgjax.diffusion.train import TrainState
-
     path = Path(path)
     ms = load(path)
     meta = read_meta(path)

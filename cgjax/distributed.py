@@ -16,9 +16,9 @@ drawn per row from its global id, :mod:`cgjax.sampling.coherent`):
   memory (GPU) or uses a fixed size (CPU).
 * **Processes** (several hosts, or one process per GPU). :func:`initialize` starts
   ``jax.distributed`` under a cluster launcher; :func:`process_range` gives each process a contiguous
-  block of the flat rows, which it samples on its own local devices and writes to a part file
-  (:func:`part_path`); process 0 concatenates the parts in process order (:func:`merge_parts`), so the
-  output is complete and in order.
+  block of the flat rows, which it samples on its own local devices and writes to a part file;
+  process 0 concatenates the parts in process order, so the output is complete and in order (the
+  files: :mod:`cgjax.output`).
 
 Training uses the same mesh over every device of every process, data-parallel
 (:func:`data_parallel`, :func:`cgjax.diffusion.train.make_train_fn`).
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import jax
@@ -42,8 +41,8 @@ GPU_MEMORY_FRACTION = 0.4  # of the device's memory that one chunk's working set
 MAX_BATCH_CAP = 1 << 20
 
 __all__ = ["BATCH", "active_mesh", "batch_sharding", "bytes_per_row", "chunk_ranges", "data_parallel",
-           "default_max_batch", "initialize", "is_primary", "make_mesh", "merge_parts", "pad_rows", "part_path",
-           "process_range", "replicate", "replicated_sharding", "sample_sharded", "shard_rows", "sync"]
+           "default_max_batch", "initialize", "is_primary", "make_mesh", "pad_rows", "process_range",
+           "replicate", "replicated_sharding", "sample_sharded", "shard_rows", "sync"]
 
 
 # ---- runtime ------------------------------------------------------------------------------------
@@ -247,50 +246,6 @@ def process_range(total: int, index: int | None = None, count: int | None = None
     base, extra = divmod(total, count)
     lo = index * base + min(index, extra)
     return lo, lo + base + (1 if index < extra else 0)
-
-
-# ---- part files ---------------------------------------------------------------------------------
-
-def part_path(out_dir, name: str, index: int, count: int) -> Path:
-    """Where process ``index`` of ``count`` writes its rows of ``<name>.parquet``."""
-    return Path(out_dir) / f"{name}.part-{index:05d}-of-{count:05d}.parquet"
-
-
-def merge_parts(out_dir, name: str, count: int, *, remove: bool = True) -> Path:
-    """Concatenate the ``count`` part files of ``name`` in process order into ``<name>.parquet``, one
-    row group at a time (host memory: one row group), atomically (a temporary file renamed); missing
-    parts are an error. Parts without rows are allowed."""
-    import pyarrow.parquet as pq
-
-    out_dir = Path(out_dir)
-    parts = [part_path(out_dir, name, i, count) for i in range(count)]
-    missing = [str(p) for p in parts if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"missing part files: {missing}")
-    dest = out_dir / f"{name}.parquet"
-    tmp = out_dir / f".{name}.parquet.merging"
-    files = [pq.ParquetFile(p) for p in parts]
-    # the schema of the first part with rows (an empty part may hold untyped, null columns)
-    schema = next((f.schema_arrow for f in files if f.metadata.num_rows > 0), files[0].schema_arrow)
-    writer = None
-    try:
-        writer = pq.ParquetWriter(tmp, schema)
-        for f in files:
-            for g in range(f.num_row_groups):
-                table = f.read_row_group(g)
-                if table.num_rows:
-                    writer.write_table(table if table.schema.equals(schema) else table.cast(schema))
-        writer.close()
-        os.replace(tmp, dest)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    if remove:
-        for p in parts:
-            p.unlink()
-    return dest
 
 
 def iter_ranges(total: int, max_batch: int, index: int | None = None, count: int | None = None) -> Iterator[tuple[int, int]]:

@@ -26,16 +26,19 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
-from cgjax._validate import is_int
+from cgjax import distributed
 from cgjax.diffusion import denoiser
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
 from cgjax.diffusion.train import (GroupData, TrainConfig, TrainState, init_state, make_inference_fn,
                                    make_train_fn)
-from cgjax.errors import CgjaxError, ConfigError
+from cgjax.errors import CgjaxError
 from cgjax.sampling.coherent import RejectionConfig, make_sampler
 from cgjax.sampling.options import SampleOptions
 from cgjax.sampling.weights import best_available, ensemble_weights
+from cgjax.scoring.metrics import energy_score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,25 +52,6 @@ class ModelSpec:
     @property
     def name(self) -> str:
         return f"{self.target}_from_{self.conds[0] if self.kind == 'single' else 'multi'}"
-
-
-@dataclasses.dataclass(frozen=True)
-class ArchConfig:
-    """The denoiser size shared by every model (paper grid: hidden 256-1024, 4-7 layers, Dt 64/128)."""
-
-    hidden: int = 512
-    n_layers: int = 5
-    time_dim: int = 128
-    cond_embed_dim: int = 32
-
-    def __post_init__(self):
-        for field, least in (("hidden", 1), ("n_layers", 2), ("time_dim", 1), ("cond_embed_dim", 1)):
-            v = getattr(self, field)
-            if not (is_int(v) and v >= least):
-                raise ConfigError(f"ArchConfig.{field} must be an integer >= {least}, got {v!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -185,8 +169,6 @@ def validate_group(group: Group, schedule_cfg: ScheduleConfig, val: GroupData, r
     mse (mean squared error over replicates, rows and features; the reference's selection score),
     energy (mean energy score per row over the replicates; only with replicates >= 2), r2 (pooled R2
     of the samples)."""
-    from cgjax.evaluate.metrics import energy_score
-
     M, N = val.x0.shape[:2]
     conds = jnp.tile(val.conds, (1, replicates, 1, 1))
     masks = jnp.ones(conds.shape[:3], jnp.float32)
@@ -292,8 +274,6 @@ def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray
     size, and is split over ``mesh`` when given. The samples are those of one big batch: each keeps
     its global row id.
     """
-    from cgjax import distributed
-
     method, rejection, solver = options.method, options.rejection, options.solver
     group, members, conds, masks, weights, N = _target_inputs(ms, target, given, options)
     used = np.flatnonzero(weights.any(axis=0))
@@ -409,8 +389,6 @@ def train_model_set(run: TrainingRun, train_data, train_masks, val_data, val_mas
     each model's best parameters by ``train_cfg.select_by``. ``on_validation(run)`` is called after
     each validation (the CLI writes a checkpoint there, so a killed run loses at most one period).
     A run restored from a checkpoint continues from its ``epoch``."""
-    from tqdm.auto import tqdm
-
     ms, tcfg = run.model_set, run.model_set.train_cfg
     schedule = make_schedule(ms.schedule_cfg)
     key = jax.random.PRNGKey(tcfg.seed)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from cgjax import checkpoint
-from cgjax.data import Cohort, Scalers, apply_scalers, fit_scalers, invert_scalers
+from cgjax import checkpoint, distributed, output
+from cgjax.data import (Cohort, Scalers, align_features, apply_scalers, check_modalities, fit_scalers,
+                        invert_scalers)
+from cgjax.data.split import split_record
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
-from cgjax.ensemble import ArchConfig, ModelSet, TrainingRun, new_training_run, sample_target, train_model_set
+from cgjax.ensemble import Imputation, ModelSet, iter_sample_target, new_training_run, train_model_set
 from cgjax.errors import CgjaxError, CheckpointError, CohortError
 from cgjax.sampling.options import SampleOptions
 
@@ -27,8 +31,6 @@ def split_and_scale(cohort: Cohort, *, split_seed: int = 42, record: bool = Fals
     """Split (unless the cohort fixes its own split), fit scalers on train, and return the scaled
     train and validation cohorts with the scalers (and, with ``record``, the split's description
     :func:`cgjax.data.split.split_record`, stored in checkpoints)."""
-    from cgjax.data.split import split_record
-
     cohort, rec = split_record(cohort, seed=split_seed)
     counts = cohort.clinical["split"].value_counts()
     if counts.get("train", 0) == 0:
@@ -84,8 +86,6 @@ def scaled_inputs(ms: ModelSet, cohort: Cohort) -> dict[str, np.ndarray]:
     """The cohort's modalities in the models' standardised space, NaN rows where absent. Checks
     every modality against the models (name and width); modalities the models know but the cohort
     lacks are simply absent for every row."""
-    from cgjax.data import align_features, check_modalities
-
     where = f"models trained on {list(ms.modalities)}"
     check_modalities(cohort, ms.dims, where=where)
     cohort = align_features(cohort, ms.feature_names, where=where)  # match columns by name, not position
@@ -121,11 +121,6 @@ def impute(ms: ModelSet, cohort: Cohort, options: SampleOptions = SampleOptions(
         contiguous block of the replicate-major rows to a part file; after a barrier process 0
         concatenates the parts in order into ``<modality>.parquet``.
     """
-    from tqdm.auto import tqdm
-
-    from cgjax import distributed
-    from cgjax.ensemble import iter_sample_target
-
     if mesh == "auto":
         mesh = distributed.make_mesh() if len(jax.local_devices()) > 1 else None
     multi = process_index is not None or process_count is not None
@@ -164,43 +159,16 @@ def impute(ms: ModelSet, cohort: Cohort, options: SampleOptions = SampleOptions(
             frames = [frame(a, b, res) for a, b, res in chunks]
             out[t] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         else:
-            out[t] = _write_parts(out_dir, t, (frame(a, b, res) for a, b, res in chunks), index, count,
-                                  frame(0, 0, _empty_chunk(ms, t)), merge=not multi)
+            out[t] = output.write_parts(out_dir, t, (frame(a, b, res) for a, b, res in chunks), index, count,
+                                        frame(0, 0, _empty_chunk(ms, t)), merge=not multi)
     if out_dir is not None and count > 1 and not multi:  # real processes: merge once all parts are there
         distributed.sync("cgjax-impute-parts")
         if index == 0:
-            out = {t: distributed.merge_parts(out_dir, t, count) for t in out}
+            out = {t: output.merge_parts(out_dir, t, count) for t in out}
         distributed.sync("cgjax-impute-merged")
     return out
 
 
 def _empty_chunk(ms: ModelSet, t: str):
-    from cgjax.ensemble import Imputation
-
     return Imputation(t, "", np.zeros((0, ms.dims[t]), np.float32), np.zeros(0, np.int32), np.zeros(0, bool),
                       np.zeros(0, np.float32))
-
-
-def _write_parts(out_dir, name: str, frames, index: int, count: int, empty: pd.DataFrame, merge: bool) -> Path:
-    """Write the DataFrames ``frames`` one row group each to this process's part file (the final file
-    directly, through a temporary name, with one process). Returns the path written."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from cgjax import distributed
-
-    from cgjax._atomic import atomic_file
-
-    out_dir = Path(out_dir)
-    dest = out_dir / f"{name}.parquet" if count == 1 and merge else distributed.part_path(out_dir, name, index, count)
-    frames = iter(frames)
-    first = next(frames, None)
-    if first is None:  # a process with no rows still writes its (empty) part
-        first = empty
-    schema = pa.Schema.from_pandas(first, preserve_index=False)
-    schema = schema.set(schema.get_field_index("sample_id"), pa.field("sample_id", pa.string()))
-    with atomic_file(dest) as tmp, pq.ParquetWriter(tmp, schema) as writer:  # a kill leaves no partial file
-        writer.write_table(pa.Table.from_pandas(first, schema=schema, preserve_index=False))
-        for df in frames:
-            writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
-    return dest

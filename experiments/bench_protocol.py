@@ -30,9 +30,10 @@ import numpy as np
 
 import jax
 
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
-from cgjax.ensemble import ArchConfig, new_training_run, sample_target
+from cgjax.ensemble import new_training_run, sample_target
 from cgjax.sampling.coherent import RejectionConfig
 from cgjax.sampling.options import SampleOptions
 

@@ -24,9 +24,10 @@ import numpy as np
 from cgjax import pipeline
 from cgjax.data import split_cohort
 from cgjax.datasets import synthetic_tcga
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
 from cgjax.diffusion.train import GroupData, TrainConfig, init_state, make_train_fn
-from cgjax.ensemble import ArchConfig, build_groups, group_arrays
+from cgjax.ensemble import build_groups, group_arrays
 
 
 def gemm_rate(n: int = 2048, repeats: int = 5) -> float:

@@ -37,16 +37,17 @@ import pandas as pd
 
 from cgjax import pipeline
 from cgjax.data import Scalers
-from cgjax.data.embedding import EmbeddingOptions, decode_imputations, fit_embedding
 from cgjax.data.prepare import PrepareOptions, prepare, summary, write_prepared
 from cgjax.datasets import mini_acc, mini_acc_preprocess_options
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
-from cgjax.ensemble import ArchConfig, sample_target
-from cgjax.evaluate import metrics
+from cgjax.embedding import EmbeddingOptions, decode_imputations, fit_embedding
+from cgjax.ensemble import sample_target
 from cgjax.evaluate.baselines import iterative_impute, knn_impute, mean_impute
 from cgjax.evaluate.reconstruction import score_samples
 from cgjax.sampling.options import SampleOptions
+from cgjax.scoring import metrics
 
 ARCH = dict(hidden=128, n_layers=3, time_dim=32, cond_embed_dim=16)
 FULL = dict(epochs=1500, eval_every=250, timesteps=200, replicates=10, ae_max_epochs=3000)

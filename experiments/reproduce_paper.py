@@ -60,9 +60,9 @@ def main(argv=None) -> int:
     from cgjax import checkpoint, pipeline
     from cgjax.data import read_cohort, split_cohort, write_cohort
     from cgjax.datasets import synthetic_tcga
+    from cgjax.diffusion.denoiser import ArchConfig
     from cgjax.diffusion.schedule import ScheduleConfig
     from cgjax.diffusion.train import TrainConfig
-    from cgjax.ensemble import ArchConfig
     from cgjax.evaluate.run import EvalConfig, evaluate
 
     setup = QUICK if args.quick else PAPER

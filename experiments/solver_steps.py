@@ -34,9 +34,10 @@ import numpy as np
 from cgjax import pipeline
 from cgjax.data import Scalers, split_cohort
 from cgjax.datasets import default_law, synthetic_tcga
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
-from cgjax.ensemble import ArchConfig, sample_target
+from cgjax.ensemble import sample_target
 from cgjax.evaluate.reconstruction import oracle_records, score_samples
 from cgjax.sampling.solvers import SolverConfig
 from cgjax.sampling.options import SampleOptions

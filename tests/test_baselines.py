@@ -5,7 +5,7 @@ import pytest
 from sklearn.impute import KNNImputer
 
 from cgjax.evaluate import baselines as B
-from cgjax.evaluate.metrics import r2_pooled
+from cgjax.scoring.metrics import r2_pooled
 
 
 def _cohort(seed=0, n_train=300, n_test=60):

@@ -194,11 +194,66 @@ def test_write_unknown_format(tmp_path):
 # malformed inputs: each names the file, the sample and the problem
 # ------------------------------------------------------------------------------------------------
 def cohort_dir(tmp_path, files: dict):
+    """A directory ``bad`` holding ``files``: name -> text, or a DataFrame (written as parquet)."""
     d = tmp_path / "bad"
     d.mkdir()
-    for name, text in files.items():
-        (d / name).write_text(text)
+    for name, content in files.items():
+        if isinstance(content, pd.DataFrame):
+            content.to_parquet(d / name)
+        else:
+            (d / name).write_text(content)
     return d
+
+
+RNA = {"rna.csv": "sample_id,f\ns1,1\n"}  # a valid modality table, for the cases about another file
+RNA2 = {"rna.csv": "sample_id,f\ns1,1\ns2,2\n"}
+
+# (case, files of the cohort directory, the one-line error it must give)
+MALFORMED = [
+    ("no table", {}, "bad: empty cohort: no modality table"),
+    ("only clinical and other files", {"clinical.csv": "sample_id,stage\ns1,1\n", "notes.txt": "x"},
+     "bad: empty cohort: no modality table"),
+    ("duplicated sample id", {"rna.csv": "sample_id,f\ns1,1\ns2,2\ns1,3\n"}, r"rna.csv: duplicated sample id 's1'"),
+    ("duplicated sample id in clinical", {**RNA, "clinical.csv": "sample_id,stage\ns1,1\ns1,2\n"},
+     r"clinical.csv: duplicated sample id 's1'"),
+    ("non-numeric value", {"rna.csv": "sample_id,f1,f2\ns1,1,2\ns2,3,abc\n"},
+     r"rna.csv: sample 's2', column 'f2': non-numeric value 'abc'"),
+    ("non-numeric value in parquet", {"rna.parquet": pd.DataFrame({"sample_id": ["s1", "s2"], "f": ["1.0", "oops"]})},
+     r"rna.parquet: sample 's2', column 'f': non-numeric value 'oops'"),
+    *[(f"partially filled row ({cell!r})", {"rna.tsv": f"sample_id\tf1\tf2\ns1\t1\t2\ns2\t3\t{cell}\n"},
+       rf"rna.tsv: sample 's2', column 'f2': {shown} in a row that is otherwise present")
+      for cell, shown in [("", r"empty cell \(missing value\)"), ("nan", r"empty cell \(missing value\)"),
+                          ("inf", "value inf"), ("-inf", "value -inf")]],
+    ("float32 overflow", {"rna.csv": "sample_id,f\ns1,1e39\n"},
+     r"rna.csv: sample 's1', column 'f': value 1e\+39 overflows float32"),
+    *[(f"empty table ({text!r})", {"rppa.csv": text, **RNA}, r"rppa.csv: empty table") for text in ["sample_id,f1,f2\n", ""]],
+    ("all rows empty", {"rppa.csv": "sample_id,f\ns1,\ns2,\n", **RNA}, r"rppa.csv: modality 'rppa': every row is empty"),
+    ("no feature columns", {"rna.csv": "sample_id\ns1\n"}, r"rna.csv: no feature columns"),
+    ("first column not sample_id", {"rna.csv": "id,f\ns1,1\n"},
+     r"rna.csv: the first column must be 'sample_id', found 'id'"),
+    ("clinical first column not sample_id", {**RNA, "clinical.csv": "stage,sample_id\n1,s1\n"},
+     r"clinical.csv: the first column must be 'sample_id', found 'stage'"),
+    ("empty sample id", {"rna.csv": "sample_id,f\ns1,1\n,2\n"}, r"rna.csv: row 2 has an empty sample_id"),
+    ("duplicated feature column", {"rna.csv": "sample_id,f,f\ns1,1,2\n"}, r"rna.csv: column 'f' appears more than once"),
+    ("two tables for one modality", {**RNA, "rna.tsv": "sample_id\tf\ns1\t1\n"},
+     r"modality 'rna' has two tables, rna.csv and rna.tsv"),
+    ("ragged csv", {"rna.csv": "sample_id,f\ns1,1,2,3\n"}, r"rna.csv: cannot read table"),
+    *[(f"stage {stage}", {**RNA2, "clinical.csv": f"sample_id,stage\ns1,1\ns2,{stage}\n"},
+       rf"clinical.csv: sample 's2': stage {stage} is outside 1-4") for stage in ["5", "0", "2.5"]],
+    ("stage not numeric", {**RNA, "clinical.csv": "sample_id,stage\ns1,Stage IV\n"},
+     r"clinical.csv: clinical column 'stage' has non-numeric value 'Stage IV' for sample 's1'"),
+    ("negative survival time", {**RNA2, "clinical.csv": "sample_id,os_time,os_event\ns1,10,1\ns2,-3.5,0\n"},
+     r"clinical.csv: sample 's2': negative survival time os_time=-3.5"),
+    ("bad event", {**RNA, "clinical.csv": "sample_id,os_event\ns1,2\n"}, r"clinical.csv: sample 's1': os_event 2 must be 0 or 1"),
+    ("bad split", {**RNA, "clinical.csv": "sample_id,split\ns1,training\n"},
+     r"clinical.csv: sample 's1': split 'training' is not one of"),
+]
+
+
+@pytest.mark.parametrize("files,match", [pytest.param(f, m, id=case) for case, f, m in MALFORMED])
+def test_error_malformed_cohort_directory(tmp_path, files, match):
+    with pytest.raises(CohortError, match=match):
+        read_cohort(cohort_dir(tmp_path, files))
 
 
 def test_error_nonexistent_path(tmp_path):
@@ -211,139 +266,6 @@ def test_error_not_a_cohort_file(tmp_path):
     f.write_text("sample_id,a\ns,1\n")
     with pytest.raises(CohortError, match="x.csv: not a cohort"):
         read_cohort(f)
-
-
-@pytest.mark.parametrize("files", [{}, {"clinical.csv": "sample_id,stage\ns1,1\n", "notes.txt": "x"}])
-def test_error_empty_cohort(tmp_path, files):
-    with pytest.raises(CohortError, match="bad: empty cohort: no modality table"):
-        read_cohort(cohort_dir(tmp_path, files))
-
-
-def test_error_duplicated_sample_id(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1\ns2,2\ns1,3\n"})
-    with pytest.raises(CohortError, match=r"rna.csv: duplicated sample id 's1'"):
-        read_cohort(d)
-
-
-def test_error_duplicated_sample_id_in_clinical(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1\n", "clinical.csv": "sample_id,stage\ns1,1\ns1,2\n"})
-    with pytest.raises(CohortError, match=r"clinical.csv: duplicated sample id 's1'"):
-        read_cohort(d)
-
-
-def test_error_non_numeric_value(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f1,f2\ns1,1,2\ns2,3,abc\n"})
-    with pytest.raises(CohortError, match=r"rna.csv: sample 's2', column 'f2': non-numeric value 'abc'"):
-        read_cohort(d)
-
-
-def test_error_non_numeric_value_parquet(tmp_path):
-    d = tmp_path / "bad"
-    d.mkdir()
-    pd.DataFrame({"sample_id": ["s1", "s2"], "f": ["1.0", "oops"]}).to_parquet(d / "rna.parquet")
-    with pytest.raises(CohortError, match=r"rna.parquet: sample 's2', column 'f': non-numeric value 'oops'"):
-        read_cohort(d)
-
-
-@pytest.mark.parametrize("cell,shown", [("", r"empty cell \(missing value\)"), ("nan", r"empty cell \(missing value\)"),
-                                        ("inf", "value inf"), ("-inf", "value -inf")])
-def test_error_partially_filled_row(tmp_path, cell, shown):
-    d = cohort_dir(tmp_path, {"rna.tsv": f"sample_id\tf1\tf2\ns1\t1\t2\ns2\t3\t{cell}\n"})
-    with pytest.raises(CohortError, match=rf"rna.tsv: sample 's2', column 'f2': {shown} in a row that is "
-                                          rf"otherwise present"):
-        read_cohort(d)
-
-
-def test_error_float32_overflow(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1e39\n"})
-    with pytest.raises(CohortError, match=r"rna.csv: sample 's1', column 'f': value 1e\+39 overflows float32"):
-        read_cohort(d)
-
-
-@pytest.mark.parametrize("text", ["sample_id,f1,f2\n", ""])
-def test_error_empty_table(tmp_path, text):
-    d = cohort_dir(tmp_path, {"rppa.csv": text, "rna.csv": "sample_id,f\ns1,1\n"})
-    with pytest.raises(CohortError, match=r"rppa.csv: empty table"):
-        read_cohort(d)
-
-
-def test_error_all_rows_empty(tmp_path):
-    d = cohort_dir(tmp_path, {"rppa.csv": "sample_id,f\ns1,\ns2,\n", "rna.csv": "sample_id,f\ns1,1\n"})
-    with pytest.raises(CohortError, match=r"rppa.csv: modality 'rppa': every row is empty"):
-        read_cohort(d)
-
-
-def test_error_no_feature_columns(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id\ns1\n"})
-    with pytest.raises(CohortError, match=r"rna.csv: no feature columns"):
-        read_cohort(d)
-
-
-def test_error_first_column_not_sample_id(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "id,f\ns1,1\n"})
-    with pytest.raises(CohortError, match=r"rna.csv: the first column must be 'sample_id', found 'id'"):
-        read_cohort(d)
-
-
-def test_error_clinical_first_column_not_sample_id(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1\n", "clinical.csv": "stage,sample_id\n1,s1\n"})
-    with pytest.raises(CohortError, match=r"clinical.csv: the first column must be 'sample_id', found 'stage'"):
-        read_cohort(d)
-
-
-def test_error_empty_sample_id(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1\n,2\n"})
-    with pytest.raises(CohortError, match=r"rna.csv: row 2 has an empty sample_id"):
-        read_cohort(d)
-
-
-def test_error_duplicated_feature_column(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f,f\ns1,1,2\n"})
-    with pytest.raises(CohortError, match=r"rna.csv: column 'f' appears more than once"):
-        read_cohort(d)
-
-
-def test_error_two_tables_for_one_modality(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1\n", "rna.tsv": "sample_id\tf\ns1\t1\n"})
-    with pytest.raises(CohortError, match=r"modality 'rna' has two tables, rna.csv and rna.tsv"):
-        read_cohort(d)
-
-
-def test_error_ragged_csv(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1,2,3\n"})
-    with pytest.raises(CohortError, match=r"rna.csv: cannot read table"):
-        read_cohort(d)
-
-
-@pytest.mark.parametrize("stage", ["5", "0", "2.5"])
-def test_error_stage_outside_1_4(tmp_path, stage):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1\ns2,2\n",
-                              "clinical.csv": f"sample_id,stage\ns1,1\ns2,{stage}\n"})
-    with pytest.raises(CohortError, match=rf"clinical.csv: sample 's2': stage {stage} is outside 1-4"):
-        read_cohort(d)
-
-
-def test_error_stage_not_numeric(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1\n", "clinical.csv": "sample_id,stage\ns1,Stage IV\n"})
-    with pytest.raises(CohortError, match=r"clinical.csv: clinical column 'stage' has non-numeric value 'Stage IV' "
-                                          r"for sample 's1'"):
-        read_cohort(d)
-
-
-def test_error_negative_survival_time(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1\ns2,2\n",
-                              "clinical.csv": "sample_id,os_time,os_event\ns1,10,1\ns2,-3.5,0\n"})
-    with pytest.raises(CohortError, match=r"clinical.csv: sample 's2': negative survival time os_time=-3.5"):
-        read_cohort(d)
-
-
-def test_error_bad_event_and_split(tmp_path):
-    d = cohort_dir(tmp_path, {"rna.csv": "sample_id,f\ns1,1\n", "clinical.csv": "sample_id,os_event\ns1,2\n"})
-    with pytest.raises(CohortError, match=r"clinical.csv: sample 's1': os_event 2 must be 0 or 1"):
-        read_cohort(d)
-    (d / "clinical.csv").write_text("sample_id,split\ns1,training\n")
-    with pytest.raises(CohortError, match=r"clinical.csv: sample 's1': split 'training' is not one of"):
-        read_cohort(d)
 
 
 def test_error_h5mu_partial_row(tmp_path):

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +65,18 @@ def test_param_count_matches_closed_form():
     paper = denoiser.DenoiserConfig(x_dim=32, cond_dims=(32,), hidden=512, n_layers=5, time_dim=128, cond_embed_dim=32)
     params, _ = denoiser.init(jax.random.PRNGKey(0), paper)
     assert sum(x.size for x in jax.tree.leaves(params)) == denoiser.param_count(paper)
+    # REFERENCE 2.5 closed form: time MLP, condition embedding, layer 0, 3 hidden layers, output, 4 BN affines
+    assert denoiser.param_count(paper) == (128 * 128 + 128 + 32 * 32 + 32 + (32 + 128 + 32) * 512 + 512
+                                           + 3 * ((512 + 128) * 512 + 512) + (512 + 128) * 32 + 32
+                                           + 4 * 2 * 512) == 1_125_568
+
+
+def test_param_shapes_is_the_layout_init_draws():
+    """param_shapes (the one definition the cost model reads) has init's exact pytree and shapes."""
+    params, _ = denoiser.init(jax.random.PRNGKey(0), CFG)
+    assert jax.tree.map(lambda a: a.shape, params) == denoiser.param_shapes(CFG)
+    named = [(path[-1].key, leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+    assert sorted(denoiser.param_leaves(CFG)) == sorted(named)
 
 
 def test_sinusoidal_embedding_reference_formula():
@@ -144,9 +157,42 @@ def test_masked_condition_has_no_effect_and_padding_is_exact():
     np.testing.assert_allclose(np.asarray(out_pad), np.asarray(out_narrow), rtol=1e-6)
 
 
-def test_jit_and_eager_agree():
-    params, stats = denoiser.init(jax.random.PRNGKey(6), CFG)
-    x, t, c, m = _inputs(jax.random.PRNGKey(7), 9)
-    eager, _ = denoiser.apply(params, stats, x, t, c, m, CFG, train=False)
-    jitted, _ = jax.jit(lambda *a: denoiser.apply(*a, CFG, train=False))(params, stats, x, t, c, m)
-    np.testing.assert_allclose(np.asarray(eager), np.asarray(jitted), rtol=1e-5, atol=1e-6)
+def _np_forward(params, stats, x, t, c, m, cfg, train):
+    """norm_mlp in float64 numpy, written from the module docstring's equations (REFERENCE 2.3-2.5)."""
+    P = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    S = jax.tree.map(lambda a: np.asarray(a, np.float64), stats)
+    x, c, m = (np.asarray(a, np.float64) for a in (x, c, m))
+    half = cfg.time_dim // 2
+    ang = np.asarray(t, np.float64)[:, None] * np.exp(-np.arange(half) * np.log(1e4) / (half - 1))[None]
+    sinus = np.concatenate([np.sin(ang), np.cos(ang)], axis=1)
+    temb = np.maximum(sinus @ P["time"]["w"] + P["time"]["b"], 0)
+    cemb = np.concatenate([np.maximum(c[:, i, :w] @ P["cond"][i]["w"] + P["cond"][i]["b"], 0) * m[:, i:i + 1]
+                           for i, w in enumerate(cfg.cond_dims)], axis=1)
+    l0 = P["layers"][0]
+    h = x @ l0["w_x"] + temb @ l0["w_t"] + cemb @ l0["w_c"] + l0["b"]
+    for i, layer in enumerate(P["layers"][1:]):
+        mean, var = (h.mean(0), h.var(0)) if train else (S[i]["mean"], S[i]["var"])
+        h = np.maximum((h - mean) / np.sqrt(var + cfg.bn_eps) * P["bn"][i]["scale"] + P["bn"][i]["bias"], 0)
+        h = h @ layer["w_h"] + temb @ layer["w_t"] + layer["b"]
+    return h
+
+
+class TestJitParity(chex.TestCase):
+    """denoiser.apply gives the float64 forward pass with and without jit, in training and inference."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_apply_matches_float64_numpy(self):
+        params, stats = denoiser.init(jax.random.PRNGKey(6), CFG)
+        stats = _trained_stats(params, stats, jax.random.PRNGKey(8))
+        x, t, c, m = _inputs(jax.random.PRNGKey(7), 9)
+        for train in (False, True):
+            apply = self.variant(lambda *a, train=train: denoiser.apply(*a, CFG, train=train)[0])
+            np.testing.assert_allclose(np.asarray(apply(params, stats, x, t, c, m)),
+                                       _np_forward(params, stats, x, t, c, m, CFG, train), rtol=1e-4, atol=1e-5)
+
+    def test_apply_rejects_inputs_of_the_wrong_shape(self):
+        params, stats = denoiser.init(jax.random.PRNGKey(6), CFG)
+        x, t, c, m = _inputs(jax.random.PRNGKey(7), 9)
+        for bad in ((x[:, :-1], t, c, m), (x, t[:-1], c, m), (x, t, c[:, :1], m), (x, t, c[..., :4], m), (x, t, c, m[:, :1])):
+            with pytest.raises(AssertionError):
+                denoiser.apply(params, stats, *bad, CFG, train=False)

@@ -33,9 +33,10 @@ def tiny_model_set(n_samples: int = 160, dim: int = 4, timesteps: int = 25, seed
 
     from cgjax.data import apply_scalers, fit_scalers, from_arrays
     from cgjax.diffusion import denoiser
+    from cgjax.diffusion.denoiser import ArchConfig
     from cgjax.diffusion.schedule import ScheduleConfig
     from cgjax.diffusion.train import TrainConfig, TrainState, make_optimizer
-    from cgjax.ensemble import ArchConfig, ModelSet, build_groups
+    from cgjax.ensemble import ModelSet, build_groups
 
     rng = np.random.default_rng(seed)
     mods = ("cna", "rnaseq", "rppa", "wsi")
@@ -300,7 +301,7 @@ def test_simulated_processes_write_parts_merged_in_order(tiny, tmp_path):
     import pandas as pd
 
     from cgjax import pipeline
-    from cgjax.distributed import merge_parts, part_path
+    from cgjax.output import merge_parts, part_path
     from cgjax.sampling.options import SampleOptions
 
     ms, cohort, _, _ = tiny
@@ -329,7 +330,8 @@ def test_merge_accepts_empty_parts_and_refuses_missing_ones(tmp_path):
     pytest.importorskip("pyarrow")
     import pandas as pd
 
-    from cgjax.distributed import merge_parts, part_path, process_range
+    from cgjax.distributed import process_range
+    from cgjax.output import merge_parts, part_path
 
     full = pd.DataFrame({"sample_id": [f"s{i}" for i in range(3)], "replicate": 0, "f": np.arange(3.0)})
     count = 5  # more processes than rows: two write empty parts

@@ -1,4 +1,4 @@
-"""Per-modality embeddings (cgjax.data.embedding): autoencoders, WSI PCA, saving and decoding.
+"""Per-modality embeddings (cgjax.embedding): autoencoders, WSI PCA, saving and decoding.
 
 Every autoencoder fit here has the same shapes (D = 24, 200 train rows, 28 val rows, same widths
 and batch), so they share one compiled training program.
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cgjax.data.embedding import (AEConfig, Embedding, EmbeddingOptions, ModalityEmbedding, decode_imputations,
-                                  find_embedding, fit_autoencoder, fit_embedding, fit_pca, hidden_sizes,
-                                  init_autoencoder, load_embedding, make_autoencoder, save_embedding)
+from cgjax.embedding import (AEConfig, Embedding, EmbeddingOptions, ModalityEmbedding, decode_imputations,
+                             find_embedding, fit_autoencoder, fit_embedding, fit_pca, hidden_sizes,
+                             init_autoencoder, load_embedding, make_autoencoder, save_embedding)
 from cgjax.errors import CgjaxError, CheckpointError
 
 D, RANK = 24, 3

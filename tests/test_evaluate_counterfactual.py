@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from cgjax.evaluate import metrics
 from cgjax.evaluate.counterfactual import RATIOS, acquisition_curve, counterfactual_study, curve_auc, variance_score
 from cgjax.evaluate.predictive import fast_balanced_accuracy, fast_f1
+from cgjax.scoring import metrics
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,9 +10,10 @@ from cgjax import checkpoint
 from cgjax.cli import main as cli
 from cgjax.data import Scalers, fit_scalers, split_cohort, write_cohort
 from cgjax.datasets import default_law, synthetic_tcga
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
-from cgjax.ensemble import ArchConfig, ModelSet, build_groups
+from cgjax.ensemble import ModelSet, build_groups
 from cgjax.evaluate.reconstruction import ModelSampler, OracleSampler, reconstruction, reconstruction_study
 from cgjax.evaluate.report import quick_report
 from cgjax.evaluate.run import prepare_data

@@ -7,10 +7,10 @@ from threadpoolctl import threadpool_limits
 
 from cgjax.data import fit_scalers, split_cohort
 from cgjax.datasets import default_law, synthetic_tcga
-from cgjax.evaluate import metrics
 from cgjax.evaluate.reconstruction import (BaselineSampler, OracleSampler, oracle_records, per_cancer_r2,
                                            reconstruction_study, score_samples, subsets)
 from cgjax.evaluate.run import prepare_data
+from cgjax.scoring import metrics
 
 DIM = 4
 

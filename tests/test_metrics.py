@@ -13,8 +13,8 @@ from scipy.stats import norm, ttest_rel
 from scipy.stats import t as student_t
 from sklearn.metrics import balanced_accuracy_score, f1_score, r2_score
 
-from cgjax.evaluate import metrics as M
-from cgjax.evaluate import stats as S
+from cgjax.scoring import metrics as M
+from cgjax.scoring import stats as S
 
 
 @pytest.fixture
@@ -369,7 +369,7 @@ def test_classification_metrics():
 
 
 # ---------------------------------------------------------------------------------------------
-# statistics (cgjax.evaluate.stats, tested here alongside the metrics)
+# statistics (cgjax.scoring.stats, tested here alongside the metrics)
 # ---------------------------------------------------------------------------------------------
 
 def test_paired_ttest_closed_form(rng):

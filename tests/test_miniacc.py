@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cgjax.data.embedding import EmbeddingOptions
 from cgjax.data.prepare import PrepareOptions, prepare
 from cgjax.data.xena import read_miniacc
 from cgjax.datasets import extract_mini_acc, mini_acc, mini_acc_preprocess_options
+from cgjax.embedding import EmbeddingOptions
 from cgjax.errors import CohortError
 
 DATA = resources.files("cgjax.datasets").joinpath("data", "miniacc")

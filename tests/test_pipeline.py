@@ -11,29 +11,27 @@ import pytest
 
 from cgjax import checkpoint, pipeline
 from cgjax.cli import main as cli
-from cgjax.data import apply_scalers, from_arrays, split_cohort, write_cohort
+from cgjax.data import from_arrays, write_cohort
 from cgjax.datasets import synthetic_tcga
+from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
-from cgjax.ensemble import ArchConfig, model_specs, sample_target
+from cgjax.ensemble import model_specs, sample_target
 from cgjax.sampling.options import SampleOptions
 from cgjax.errors import CgjaxError, CheckpointError, CohortError
+from conftest import TINY_ARCH, TINY_SCHED, TINY_TRAIN
 
-ARCH = ArchConfig(hidden=16, n_layers=3, time_dim=8, cond_embed_dim=8)
-SCHED = ScheduleConfig(timesteps=30)
-TRAIN = TrainConfig(epochs=4, eval_every=2, batch_size=32, steps_per_call=10, val_replicates=2)
-
-
-@pytest.fixture(scope="module")
-def cohort():
-    return split_cohort(synthetic_tcga(n_samples=600, seed=1, dim=6))
+ARCH, SCHED, TRAIN = TINY_ARCH, TINY_SCHED, TINY_TRAIN
 
 
 @pytest.fixture(scope="module")
-def trained(cohort, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ck") / "models"
-    ms = pipeline.train(cohort, out, arch=ARCH, schedule_cfg=SCHED, train_cfg=TRAIN, progress=False)
-    return ms, out
+def cohort(tiny_cohort):
+    return tiny_cohort
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_trained):
+    return tiny_trained
 
 
 def test_model_specs_cover_every_ordered_pair_and_one_multi_per_target():

@@ -17,11 +17,11 @@ import pytest
 
 from cgjax.cli import main as cli
 from cgjax.data import read_cohort, split_cohort
-from cgjax.data.embedding import EmbeddingOptions, load_embedding
 from cgjax.data.prepare import (PrepareOptions, assign_split, prepare, prepare_matrices, read_matrices,
                                 write_prepared)
 from cgjax.data.preprocess import PreprocessOptions
 from cgjax.data.xena import read_xena
+from cgjax.embedding import EmbeddingOptions, load_embedding
 from cgjax.errors import CohortError
 
 N = 30  # samples per cohort

@@ -53,9 +53,9 @@ def load_config(path: str | None) -> dict:
 
 
 def _configs(cfg: dict, epochs=None, timesteps=None, defaults=None):
+    from cgjax.diffusion.denoiser import ArchConfig
     from cgjax.diffusion.schedule import ScheduleConfig
     from cgjax.diffusion.train import TrainConfig
-    from cgjax.ensemble import ArchConfig
 
     defaults = defaults or {}
     try:
@@ -134,7 +134,7 @@ def cmd_impute(args) -> int:
     if several and (args.decode or args.embedding):
         raise CgjaxError("--decode is not supported with several processes; decode the merged tables afterwards")
     if args.decode or args.embedding:  # found and read first: fail before sampling, not after
-        from cgjax.data.embedding import decode_imputations, find_embedding, load_embedding
+        from cgjax.embedding import decode_imputations, find_embedding, load_embedding
 
         embedding = load_embedding(find_embedding(args.cohort, args.embedding))
     ms = checkpoint.load(args.checkpoint)

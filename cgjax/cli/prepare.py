@@ -22,7 +22,7 @@ def _pairs(values, what: str, choices=None) -> dict:
 
 
 def _options(args, transforms_default: dict | None):
-    from cgjax.data.embedding import METHODS, EmbeddingOptions
+    from cgjax.embedding import METHODS, EmbeddingOptions
     from cgjax.data.prepare import PrepareOptions
     from cgjax.data.preprocess import IMPUTERS, RPPA_MODES, TRANSFORMS, PreprocessOptions
 

@@ -17,8 +17,11 @@ raises :class:`cgjax.errors.CohortError` whose message names the file, the sampl
 
 from __future__ import annotations
 
+import bz2
 import csv
 import dataclasses
+import gzip
+import lzma
 import os
 import warnings
 from pathlib import Path
@@ -40,7 +43,7 @@ CLINICAL_NAME = "clinical"
 FLOAT32_FORMAT = "%.9g"
 
 __all__ = ["read_cohort", "write_cohort", "check_modalities", "align_features", "describe_cohort", "describe_modalities",
-           "TABLE_SUFFIXES", "FORMATS"]
+           "open_text", "scan_tables", "TABLE_SUFFIXES", "FORMATS"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -69,18 +72,25 @@ def read_cohort(path) -> Cohort:
     raise CohortError(f"{path}: not a cohort: expected a directory of modality tables or a .h5mu file")
 
 
-def _cohort_files(directory: Path) -> tuple[dict[str, Path], Path | None]:
-    """Map modality name -> table file, and the clinical table (or None). Other files are ignored."""
+def scan_tables(directory: Path, suffixes=TABLE_SUFFIXES) -> tuple[dict[str, Path], Path | None]:
+    """The cohort file scan: map modality name -> table file, and the clinical table (or None).
+
+    A table is a visible file ``<name><suffix>`` for one of ``suffixes`` (matched case-insensitively,
+    e.g. ``.csv.gz``); other files are ignored. Two tables of one modality (``rnaseq.csv`` and
+    ``rnaseq.parquet``) or several clinical tables are an error: refusing is safer than silently
+    picking one."""
     tables: dict[str, Path] = {}
     clinical: list[Path] = []
     for f in sorted(directory.iterdir()):
-        if not f.is_file() or f.name.startswith(".") or f.suffix.lower() not in TABLE_SUFFIXES:
+        if not f.is_file() or f.name.startswith("."):
             continue
-        name = f.stem
+        suffix = next((x for x in suffixes if f.name.lower().endswith(x)), None)
+        if suffix is None:
+            continue
+        name = f.name[: -len(suffix)]
         if name == CLINICAL_NAME:
             clinical.append(f)
         elif name in tables:
-            # e.g. rnaseq.csv and rnaseq.parquet: refusing is safer than silently picking one.
             raise CohortError(f"{directory}: modality '{name}' has two tables, {tables[name].name} and {f.name}; "
                               f"keep one")
         else:
@@ -90,8 +100,14 @@ def _cohort_files(directory: Path) -> tuple[dict[str, Path], Path | None]:
     return tables, (clinical[0] if clinical else None)
 
 
+def open_text(path: Path):
+    """A text file (UTF-8, universal newlines off for csv), decompressing ``.gz``, ``.bz2`` and ``.xz``."""
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    return opener(path, "rt", encoding="utf-8", newline="")
+
+
 def _read_directory(directory: Path) -> Cohort:
-    tables, clinical_file = _cohort_files(directory)
+    tables, clinical_file = scan_tables(directory)
     if not tables:
         raise CohortError(f"{directory}: empty cohort: no modality table (<modality>.csv, .tsv or .parquet)")
     modalities = {name: _read_modality_table(f) for name, f in tables.items()}
@@ -486,7 +502,7 @@ def _modality_source(cohort: Cohort, m: str) -> str:
     ``mod/<m>`` of a .h5mu file, else the cohort's source."""
     src = Path(str(cohort.source))
     if src.is_dir():
-        tables, _ = _cohort_files(src)
+        tables, _ = scan_tables(src)
         if m in tables:
             return str(tables[m])
     if src.suffix.lower() == ".h5mu":

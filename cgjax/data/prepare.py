@@ -9,7 +9,7 @@ validation or test rows:
    only from complete samples), unless the clinical table already fixes a complete split;
 3. preprocess every modality (:func:`cgjax.data.preprocess.preprocess_modalities`: transforms,
    sparse-feature filter, imputation), fitted on the training rows;
-4. fit the embeddings (:func:`cgjax.data.embedding.fit_embedding`: autoencoders, WSI PCA) on the
+4. fit the embeddings (:func:`cgjax.embedding.fit_embedding`: autoencoders, WSI PCA) on the
    training rows, with the validation rows for early stopping only;
 5. encode every sample (train, val, test) to its latents.
 
@@ -18,7 +18,7 @@ validation or test rows:
     COHORT_DIR/
       <modality>.csv     latents (sample_id, z0..z{d-1}; WSI pc1..pc{d})
       clinical.csv       cancer_type, stage, os_time, os_event and the split used here
-      embedding/         the fitted encoders/decoders (cgjax.data.embedding), for --decode
+      embedding/         the fitted encoders/decoders (cgjax.embedding), for --decode
       preprocess/        the fitted preprocessing (cgjax.data.preprocess.save_preprocess), so that
                          new raw patients get exactly the same steps (:func:`apply_prepared`)
       features/          (optional) the preprocessed feature tables, itself a cohort directory
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gzip
 import lzma
 import warnings
 from pathlib import Path
@@ -41,14 +40,14 @@ import numpy as np
 import pandas as pd
 
 from cgjax.data.cohort import SPLITS, Cohort, from_arrays, normalise_clinical
-from cgjax.data.embedding import (EMBEDDING_DIR, META_FILE, Embedding, EmbeddingOptions, fit_embedding,
-                                  load_embedding, save_embedding)
-from cgjax.data.io import write_cohort
+from cgjax.data.io import open_text, scan_tables, write_cohort
 from cgjax.data.preprocess import (PreprocessOptions, apply_preprocess, group_stage, load_preprocess,
                                    preprocess_modalities, save_preprocess)
 from cgjax.data.split import PAPER_FRACTIONS, split_cohort
-from cgjax.data.xena import NA_TOKENS, RawCohort
+from cgjax.data.xena import NA_TOKENS, RawCohort, read_xena
 from cgjax._atomic import atomic_directory
+from cgjax.embedding import (EMBEDDING_DIR, META_FILE, Embedding, EmbeddingOptions, fit_embedding,
+                             load_embedding, save_embedding)
 from cgjax.errors import CgjaxError, CohortError
 
 __all__ = ["PrepareOptions", "PreparedCohort", "assign_split", "prepare", "write_prepared", "read_matrices",
@@ -65,7 +64,7 @@ class PrepareOptions:
 
     Attributes:
       preprocess: :class:`cgjax.data.preprocess.PreprocessOptions` (transforms, imputers, filters).
-      embedding: :class:`cgjax.data.embedding.EmbeddingOptions` (latent size, autoencoders, PCA).
+      embedding: :class:`cgjax.embedding.EmbeddingOptions` (latent size, autoencoders, PCA).
       split_seed, fractions: of :func:`cgjax.data.split_cohort` (paper: 42, 80/5/15).
     """
 
@@ -81,7 +80,7 @@ class PreparedCohort:
 
     Attributes:
       cohort: the latents, ``f32[N, d_m]`` per modality with presence masks, clinical with ``split``.
-      embedding: the fitted :class:`cgjax.data.embedding.Embedding` (``info`` records the run).
+      embedding: the fitted :class:`cgjax.embedding.Embedding` (``info`` records the run).
       features: modality -> preprocessed samples x features DataFrame (every sample that has it).
       split: sample id -> train / val / test.
       preprocess: modality -> fitted :class:`cgjax.data.preprocess.FittedModality`.
@@ -335,23 +334,6 @@ def _feature_cohort(prepared: PreparedCohort) -> Cohort:
 # ---------------------------------------------------------------------------------------------
 # Plain matrices
 # ---------------------------------------------------------------------------------------------
-def _matrix_stem(f: Path) -> str | None:
-    name = f.name
-    for suffix in MATRIX_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
-def _open_text(f: Path):
-    n = f.name.lower()
-    if n.endswith(".gz"):
-        return gzip.open(f, "rt", encoding="utf-8", newline="")
-    if n.endswith(".xz"):
-        return lzma.open(f, "rt", encoding="utf-8", newline="")
-    return open(f, "rt", encoding="utf-8", newline="")
-
-
 def _read_table(f: Path) -> pd.DataFrame:
     """The table as text cells (parquet: as stored), first column = sample ids; header checked."""
     if f.name.lower().endswith(".parquet"):
@@ -364,7 +346,7 @@ def _read_table(f: Path) -> pd.DataFrame:
         return df
     sep = "\t" if ".tsv" in f.name.lower() else ","
     try:
-        with _open_text(f) as fh:
+        with open_text(f) as fh:
             header = next(csv.reader(fh, delimiter=sep), None)
     except (UnicodeDecodeError, OSError, EOFError, lzma.LZMAError) as e:
         raise CohortError(f"{f}: cannot read the file as text ({type(e).__name__}: {e})") from None
@@ -478,27 +460,14 @@ def read_matrices(directory) -> RawCohort:
     directory = Path(directory)
     if not directory.is_dir():
         raise CohortError(f"{directory}: matrices directory does not exist")
-    tables, clinical = {}, []
-    for f in sorted(directory.iterdir()):
-        stem = _matrix_stem(f) if f.is_file() and not f.name.startswith(".") else None
-        if stem is None:
-            continue
-        if stem == "clinical":
-            clinical.append(f)
-        elif stem in tables:
-            raise CohortError(f"{directory}: modality '{stem}' has two tables, {tables[stem].name} and {f.name}; "
-                              f"keep one")
-        else:
-            tables[stem] = f
+    tables, clinical = scan_tables(directory, MATRIX_SUFFIXES)
     if not tables:
         raise CohortError(f"{directory}: no modality table (<modality>.csv, .tsv or .parquet, samples x features)")
-    if len(clinical) > 1:
-        raise CohortError(f"{directory}: several clinical tables ({', '.join(c.name for c in clinical)}); keep one")
     mods = {m: _read_matrix(f) for m, f in tables.items()}
-    clin = _read_matrix_clinical(clinical[0]) if clinical else pd.DataFrame(index=pd.Index([], name="sample_id"))
+    clin = _read_matrix_clinical(clinical) if clinical is not None else pd.DataFrame(index=pd.Index([], name="sample_id"))
     samples = set().union(*(df.index for df in mods.values()))
-    if clinical and len(clin) and not clin.index.isin(list(samples)).any():
-        raise CohortError(f"{clinical[0]}: no sample in common with the modality tables (e.g. '{clin.index[0]}' "
+    if clinical is not None and len(clin) and not clin.index.isin(list(samples)).any():
+        raise CohortError(f"{clinical}: no sample in common with the modality tables (e.g. '{clin.index[0]}' "
                           f"here vs '{sorted(samples)[0]}' there)")
     orig = {m: pd.Series(df.index.to_list(), index=df.index, name="original_id") for m, df in mods.items()}
     return RawCohort(modalities=mods, clinical=clin, original_ids=orig, source=str(directory))
@@ -510,8 +479,6 @@ def read_matrices(directory) -> RawCohort:
 def prepare_xena(raw_dir, out, *, cohorts=None, wsi=None, options: PrepareOptions | None = None,
                  overwrite: bool = False, write_features: bool = False, progress: bool = False) -> PreparedCohort:
     """:func:`cgjax.data.xena.read_xena` -> :func:`prepare` -> :func:`write_prepared` to ``out``."""
-    from cgjax.data.xena import read_xena
-
     if out is not None:
         _check_out(Path(out), overwrite)  # fail before hours of training, not after
     prepared = prepare(read_xena(raw_dir, cohorts=cohorts, wsi=wsi), options, progress=progress)

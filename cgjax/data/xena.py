@@ -21,10 +21,8 @@ Nothing here transforms values; the paper's transforms are in :mod:`cgjax.data.p
 
 from __future__ import annotations
 
-import bz2
 import csv
 import dataclasses
-import gzip
 import lzma
 import re
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from cgjax.data.io import open_text
 from cgjax.data.preprocess import group_stage
 from cgjax.errors import CohortError
 
@@ -126,14 +125,6 @@ def dedup_trimmed(df: pd.DataFrame, *, source: str = "<memory>", return_original
 # ---------------------------------------------------------------------------------------------
 # Matrices
 # ---------------------------------------------------------------------------------------------
-def _open_text(path: Path):
-    suffix = path.suffix.lower()
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix)
-    if opener is not None:
-        return opener(path, "rt", encoding="utf-8", newline="")
-    return open(path, "rt", encoding="utf-8", newline="")
-
-
 def _check_exists(path: Path, what: str) -> None:
     if not path.exists():
         raise CohortError(f"{path}: {what} file does not exist")
@@ -152,7 +143,7 @@ def _scan_table(path: Path, sep: str) -> tuple[list[str], list[int]]:
     fields as the header. One pass in Python (line.split is fast enough for whole Xena files)."""
     header, lines = None, []
     try:
-        with _open_text(path) as fh:
+        with open_text(path) as fh:
             for lineno, line in enumerate(fh, start=1):
                 line = line.rstrip("\r\n")
                 if not line.strip():

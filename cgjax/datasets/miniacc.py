@@ -27,6 +27,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
+from cgjax.data.preprocess import PreprocessOptions
+from cgjax.data.xena import read_miniacc
 from cgjax.errors import CohortError
 
 MINIACC_ASSAYS = {"rnaseq": "RNASeq2GeneNorm.csv", "cna": "gistict.csv", "rppa": "RPPAArray.csv",
@@ -82,8 +84,6 @@ def mini_acc(modalities: Sequence[str] = DEFAULT_MODALITIES):
       :func:`mini_acc_preprocess_options` (``cgjax.data.preprocess``) or run the whole pipeline
       with ``cgjax.data.prepare.prepare(raw, PrepareOptions(preprocess=mini_acc_preprocess_options()))``.
     """
-    from cgjax.data.xena import read_miniacc
-
     unknown = [m for m in modalities if m not in MINIACC_ASSAYS]
     if unknown or not modalities:
         raise CohortError(f"miniACC has no modality {unknown or '(none asked)'}; choose from {list(MINIACC_ASSAYS)}")
@@ -96,8 +96,6 @@ def mini_acc(modalities: Sequence[str] = DEFAULT_MODALITIES):
 def mini_acc_preprocess_options(**overrides):
     """:class:`cgjax.data.preprocess.PreprocessOptions` for miniACC's values: RNA and miRNA from
     (normalised) counts, GISTIC calls and mutations as they are, RPPA median-centred per protein."""
-    from cgjax.data.preprocess import PreprocessOptions
-
     kw = dict(transforms=dict(MINIACC_TRANSFORMS), imputers=dict(MINIACC_IMPUTERS))
     kw.update(overrides)
     return PreprocessOptions(**kw)

@@ -38,7 +38,7 @@ import pandas as pd
 from scipy import linalg, optimize, special, stats
 
 from cgjax.data.cohort import DEFAULT_MODALITIES, Cohort, from_arrays
-from cgjax.evaluate import metrics as _metrics
+from cgjax.scoring import metrics as _metrics
 
 __all__ = [
     "TABLE4", "CANCER_TYPES", "LATENT", "DEFAULT_N_SAMPLES", "SyntheticLaw", "SyntheticDraw",
@@ -87,7 +87,7 @@ _LAW_SEED = 20260404  # fixes the law's parameters; data seeds only draw samples
 # Metrics used by the oracle (pure numpy, reusable by the evaluation code)
 # ================================================================================================
 
-# One implementation of each metric lives in cgjax.evaluate.metrics; these names are kept here
+# One implementation of each metric lives in cgjax.scoring.metrics; these names are kept here
 # because the oracle's API has always exported them.
 pooled_r2 = _metrics.r2_pooled  # docs/reference.md 5.2 definition A
 energy_score = _metrics.energy_score  # f[R, N, D], f[N, D] -> f[N], distinct-pair estimator

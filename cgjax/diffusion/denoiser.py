@@ -24,41 +24,60 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 
+from cgjax._validate import is_int
+from cgjax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
-class DenoiserConfig:
-    """Shape of one ``norm_mlp`` denoiser.
+class ArchConfig:
+    """The network's size, one for every model of a set (paper grid: hidden 256-1024, 4-7 layers,
+    Dt 64/128).
 
-    x_dim: F, features of the target modality.
-    cond_dims: one entry per condition slot (1 for a single-condition model, K for a multi-condition
-      model); inputs narrower than their slot are zero-padded, which leaves the function unchanged.
     hidden: H. n_layers: number of Linear layers (>= 2), so n_layers - 1 BatchNorm layers.
     time_dim: Dt, the sinusoidal embedding size. cond_embed_dim: E per condition.
     """
 
-    x_dim: int
-    cond_dims: tuple[int, ...]
     hidden: int = 512
     n_layers: int = 5
     time_dim: int = 128
     cond_embed_dim: int = 32
+
+    def __post_init__(self):
+        for field, least in (("hidden", 1), ("n_layers", 2), ("time_dim", 1), ("cond_embed_dim", 1)):
+            v = getattr(self, field)
+            if not (is_int(v) and v >= least):
+                raise ConfigError(f"ArchConfig.{field} must be an integer >= {least}, got {v!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DenoiserConfig(ArchConfig):
+    """Shape of one ``norm_mlp`` denoiser: an :class:`ArchConfig` with the widths of its data.
+
+    x_dim: F, features of the target modality.
+    cond_dims: one entry per condition slot (1 for a single-condition model, K for a multi-condition
+      model); inputs narrower than their slot are zero-padded, which leaves the function unchanged.
+    bn_momentum, bn_eps: of the BatchNorm layers (PyTorch's defaults).
+    """
+
+    x_dim: int
+    cond_dims: tuple[int, ...]
     bn_momentum: float = 0.1  # PyTorch convention: running = (1 - m) running + m batch
     bn_eps: float = 1e-5
 
     def __post_init__(self):
-        if self.n_layers < 2:
-            raise ValueError(f"norm_mlp needs n_layers >= 2, got {self.n_layers}")
+        super().__post_init__()
         object.__setattr__(self, "cond_dims", tuple(int(c) for c in self.cond_dims))
 
     @property
     def n_conds(self) -> int:
         return len(self.cond_dims)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DenoiserConfig":
@@ -70,7 +89,8 @@ def sinusoidal_embedding(t, dim: int):
     [sin(t freq), cos(t freq)], zero-padded by one column if ``dim`` is odd. t: [...] -> [..., dim]."""
     half = dim // 2
     freqs = jnp.exp(-jnp.arange(half, dtype=jnp.float32) * (math.log(10000.0) / max(half - 1, 1)))
-    angles = jnp.asarray(t, jnp.float32)[..., None] * freqs
+    t = jnp.asarray(t, jnp.float32)
+    angles = t[..., None] * freqs.reshape((1,) * t.ndim + (half,))
     emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
     if dim % 2:
         emb = jnp.pad(emb, [(0, 0)] * (emb.ndim - 1) + [(0, 1)])
@@ -122,8 +142,8 @@ def init(key, cfg: DenoiserConfig, true_cond_dims: tuple[int, ...] | None = None
 
 
 def time_embedding(params, t, time_dim: int):
-    """ReLU(Linear(sinusoid(t))): t int[...] -> f32[..., Dt]."""
-    return jax.nn.relu(sinusoidal_embedding(t, time_dim) @ params["time"]["w"] + params["time"]["b"])
+    """ReLU(Linear(sinusoid(t))): t int[B] -> f32[B, Dt]."""
+    return jax.nn.relu(sinusoidal_embedding(t, time_dim) @ params["time"]["w"] + params["time"]["b"][None])
 
 
 def cond_embedding(params, conds, masks):
@@ -133,7 +153,7 @@ def cond_embedding(params, conds, masks):
     masks: f32[B, K] in {0, 1}. Returns f32[B, K * E].
     A masked condition contributes an exactly-zero embedding (docs/reference.md 2.4).
     """
-    embs = [jax.nn.relu(conds[:, i, :p["w"].shape[0]] @ p["w"] + p["b"]) * masks[:, i, None]
+    embs = [jax.nn.relu(conds[:, i, :p["w"].shape[0]] @ p["w"] + p["b"][None]) * masks[:, i, None]
             for i, p in enumerate(params["cond"])]
     return jnp.concatenate(embs, axis=-1)
 
@@ -141,40 +161,73 @@ def cond_embedding(params, conds, masks):
 def _batch_norm(x, p, s, cfg: DenoiserConfig, train: bool):
     if train:
         mean = jnp.mean(x, axis=0)
-        var = jnp.mean(jnp.square(x - mean), axis=0)
+        var = jnp.mean(jnp.square(x - mean[None]), axis=0)
         n = x.shape[0]
         unbiased = var * (n / max(n - 1, 1))
         m = cfg.bn_momentum
         new_s = {"mean": (1 - m) * s["mean"] + m * mean, "var": (1 - m) * s["var"] + m * unbiased}
     else:
         mean, var, new_s = s["mean"], s["var"], s
-    y = (x - mean) * jax.lax.rsqrt(var + cfg.bn_eps) * p["scale"] + p["bias"]
+    y = (x - mean[None]) * jax.lax.rsqrt(var + cfg.bn_eps)[None] * p["scale"][None] + p["bias"][None]
     return y, new_s
 
 
 def apply(params, batch_stats, x_t, t, conds, masks, cfg: DenoiserConfig, *, train: bool):
     """Predict the noise.
 
-    x_t: f32[B, F]; t: int[B]; conds: f32[B, K, C] (C = max(cond_dims)); masks: f32[B, K].
+    x_t: f32[B, F]; t: int[B]; conds: f32[B, K, C] (C >= max(cond_dims)); masks: f32[B, K] (checked
+    when traced: a wrong shape is an AssertionError naming the argument, not a broadcast).
     Returns (eps_hat f32[B, F], new batch_stats). In inference (``train=False``) batch_stats are
     returned unchanged and every output row depends only on its own input row.
     """
+    B, K = x_t.shape[0], cfg.n_conds
+    chex.assert_shape([x_t, t, conds, masks], [(B, cfg.x_dim), (B,), (B, K, None), (B, K)])
+    chex.assert_axis_dimension_gteq(conds, 2, max(cfg.cond_dims))
     t_emb = time_embedding(params, t, cfg.time_dim)
     c_emb = cond_embedding(params, conds, masks)
     l0 = params["layers"][0]
-    h = x_t @ l0["w_x"] + t_emb @ l0["w_t"] + c_emb @ l0["w_c"] + l0["b"]
+    h = x_t @ l0["w_x"] + t_emb @ l0["w_t"] + c_emb @ l0["w_c"] + l0["b"][None]
     new_stats = []
     for i, layer in enumerate(params["layers"][1:]):
         h, s = _batch_norm(h, params["bn"][i], batch_stats[i], cfg, train)
         new_stats.append(s)
         h = jax.nn.relu(h)
-        h = h @ layer["w_h"] + t_emb @ layer["w_t"] + layer["b"]
+        h = h @ layer["w_h"] + t_emb @ layer["w_t"] + layer["b"][None]
     return h, new_stats
 
 
+def param_shapes(cfg: DenoiserConfig) -> dict:
+    """The shape of every parameter, in the layout :func:`init` returns: the one definition of the
+    network's size. :func:`param_count` sums it; the sampler's cost model
+    (:func:`cgjax.sampling.algebra.step_macs`) sums the weight blocks a reverse step multiplies.
+
+    time: w [Dt, Dt], b [Dt]; cond[i]: w [C_i, E], b [E]; layers[0]: w_x [F, H], w_t [Dt, H],
+    w_c [K E, H], b [H]; layers[l], l = 1 .. n-1: w_h [H, d_l], w_t [Dt, d_l], b [d_l] with d_l = H but
+    d_(n-1) = F; bn[l], l < n-1: scale [H], bias [H].
+    """
+    F, H, Dt, E, K, n = cfg.x_dim, cfg.hidden, cfg.time_dim, cfg.cond_embed_dim, cfg.n_conds, cfg.n_layers
+    out_dims = [H] * (n - 1) + [F]
+    return {
+        "time": {"w": (Dt, Dt), "b": (Dt,)},
+        "cond": [{"w": (c, E), "b": (E,)} for c in cfg.cond_dims],
+        "layers": [{"w_x": (F, H), "w_t": (Dt, H), "w_c": (E * K, H), "b": (H,)}]
+                  + [{"w_h": (H, d), "w_t": (Dt, d), "b": (d,)} for d in out_dims[1:]],
+        "bn": [{"scale": (H,), "bias": (H,)} for _ in range(n - 1)],
+    }
+
+
+def param_leaves(cfg: DenoiserConfig) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every parameter of :func:`param_shapes`, in order (names repeat: ``w``, ``b``,
+    ``w_x``, ``w_t``, ``w_c``, ``w_h``, ``scale``, ``bias``)."""
+    def walk(node):
+        if isinstance(node, dict):
+            return [leaf for k, v in node.items() for leaf in ([(k, v)] if isinstance(v, tuple) else walk(v))]
+        return [leaf for item in node for leaf in walk(item)]
+
+    return walk(param_shapes(cfg))
+
+
 def param_count(cfg: DenoiserConfig) -> int:
-    """Closed form of docs/reference.md 2.5 (trainable parameters, BN affine included, running stats not)."""
-    F, H, Dt, E, n = cfg.x_dim, cfg.hidden, cfg.time_dim, cfg.cond_embed_dim, cfg.n_layers
-    E_tot = E * cfg.n_conds
-    return (Dt * Dt + Dt + sum(c * E + E for c in cfg.cond_dims) + (F + Dt + E_tot) * H + H
-            + (n - 2) * ((H + Dt) * H + H) + (H + Dt) * F + F + (n - 1) * 2 * H)
+    """Trainable parameters (BN affine included, running statistics not; docs/reference.md 2.5),
+    summed from :func:`param_shapes`."""
+    return sum(math.prod(shape) for _, shape in param_leaves(cfg))

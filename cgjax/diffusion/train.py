@@ -30,11 +30,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from cgjax._validate import is_int, is_real
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import Schedule, q_sample
 from cgjax.errors import ConfigError
+from cgjax.distributed import active_mesh, replicate, replicated_sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,16 +195,12 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
     BN) and the gradients. The computation is the single-device one (same minibatches, same noise),
     up to the order of float32 sums."""
     if mesh is None:
-        from cgjax.distributed import active_mesh
-
         mesh = active_mesh()
     optimizer = make_optimizer(tcfg, total_steps)
     B, T = tcfg.batch_size, schedule.timesteps
     if mesh is None:
         split = lambda a: a
     else:
-        from jax.sharding import NamedSharding, PartitionSpec
-
         rows = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
         split = lambda a: jax.lax.with_sharding_constraint(a, rows)  # under vmap: [M, B/devices, ...]
 
@@ -244,8 +242,6 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
 
     if mesh is None:
         return jax.jit(train, donate_argnums=0)
-
-    from cgjax.distributed import replicate, replicated_sharding
 
     jitted = jax.jit(train, donate_argnums=0, out_shardings=replicated_sharding(mesh))
 

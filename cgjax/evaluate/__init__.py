@@ -9,8 +9,8 @@ Steps (each a plain function of samplers, standardised train/test dicts and labe
 * :func:`evaluate` / :func:`run_evaluation` run them all and write report.md, metrics.json, CSVs
   and figures (``cgjax evaluate``).
 
-Building blocks: :mod:`~cgjax.evaluate.metrics`, :mod:`~cgjax.evaluate.baselines`,
-:mod:`~cgjax.evaluate.stats`, :mod:`~cgjax.evaluate.figures`, :mod:`~cgjax.evaluate.report`.
+Building blocks: :mod:`~cgjax.scoring.metrics`, :mod:`~cgjax.evaluate.baselines`,
+:mod:`~cgjax.scoring.stats`, :mod:`~cgjax.evaluate.figures`, :mod:`~cgjax.evaluate.report`.
 """
 
 from cgjax.evaluate.counterfactual import (acquisition_curve, counterfactual_study, curve_auc,

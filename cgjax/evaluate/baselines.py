@@ -20,6 +20,7 @@ Data layout (plain dicts of numpy arrays, like :class:`cgjax.data.Cohort` ``.dat
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -128,8 +129,6 @@ def iterative_impute(
     Returns:
       f32[N_test, D_target], NaN-free.
     """
-    import warnings
-
     from sklearn.base import clone
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.experimental import enable_iterative_imputer  # noqa: F401

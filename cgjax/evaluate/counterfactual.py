@@ -25,9 +25,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from cgjax.evaluate import metrics, stats
+from cgjax.evaluate.downstream import RSF_LONG, fit_rsf
 from cgjax.evaluate.predictive import fast_f1
+from cgjax.scoring import metrics, stats
 
 SCORES = ("prob_variance", "disagreement")
 RATIOS = np.round(np.linspace(0.0, 1.0, 21), 10)
@@ -115,10 +117,6 @@ def counterfactual_study(candidates: Mapping[str, Mapping[str, np.ndarray]], tra
     further methods.
     """
     from sklearn.ensemble import RandomForestClassifier
-    from tqdm.auto import tqdm
-
-    from cgjax.evaluate.downstream import RSF_LONG, fit_rsf
-
     if ablation not in ("nan", "zero"):
         raise ValueError(f"ablation must be 'nan' or 'zero', got {ablation!r}")
     modalities = list(modalities or test)

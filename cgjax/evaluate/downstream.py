@@ -27,10 +27,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from cgjax.evaluate import metrics, stats
 from cgjax.evaluate.predictive import fast_balanced_accuracy, fast_f1
 from cgjax.evaluate.reconstruction import Sampler, as_samples, stable_seed
+from cgjax.scoring import metrics, stats
 
 MAIN_METRIC = {"stage": "macro_f1", "survival": "c_index"}
 STAGE_RF_PAPER = dict(n_estimators=500)
@@ -157,8 +158,6 @@ def downstream_study(samplers: Mapping[str, Sampler], train: Mapping[str, np.nda
     """
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.impute import SimpleImputer
-    from tqdm.auto import tqdm
-
     modalities = list(modalities or test)
     stage_rf = dict(STAGE_RF_PAPER if stage_rf is None else stage_rf)
     rsf = dict(RSF_LONG if rsf is None else rsf)

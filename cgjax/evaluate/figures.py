@@ -7,11 +7,14 @@ fitted on one real set and applied to the others.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from cgjax.evaluate.downstream import MAIN_METRIC
 
 UMAP_SETTINGS = dict(n_components=2, n_neighbors=15, min_dist=0.8, spread=2.0, random_state=23)
 PCA_SETTINGS = dict(n_components=2, random_state=42)
@@ -60,8 +63,6 @@ def embed(fit_x: np.ndarray, others: Mapping[str, np.ndarray], method: str = "um
     """
     fit_x = np.asarray(fit_x, np.float64)
     if method == "umap":
-        import warnings
-
         import umap
 
         with warnings.catch_warnings():
@@ -154,8 +155,6 @@ def predictive_figure(summary: pd.DataFrame, path, *, metric: str = "macro_f1") 
 def downstream_figure(frame: pd.DataFrame, path) -> Path:
     """Fig 3: per removal condition, stage macro F1 and survival C-index (mean ± std over runs)."""
     plt = _plt()
-    from cgjax.evaluate.downstream import MAIN_METRIC
-
     tasks = [t for t in MAIN_METRIC if t in set(frame["task"])]
     fig, axes = plt.subplots(len(tasks), 1, figsize=(12, 3.6 * len(tasks)), squeeze=False)
     for ax, task in zip(axes[:, 0], tasks):

@@ -14,8 +14,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from cgjax.evaluate import stats
+from cgjax.scoring import stats
 
 TASKS = ("cancer_type", "stage")
 
@@ -70,8 +71,6 @@ def predictive_signal(generated: Mapping[str, Mapping[str, np.ndarray]], train: 
     balanced_accuracy, n_classes_train.
     """
     from sklearn.ensemble import RandomForestClassifier
-    from tqdm.auto import tqdm
-
     rows = []
     jobs = [(m, task) for m in generated for task in tasks if task in labels_train and task in labels_test]
     for m, task in tqdm(jobs, desc="predictive signal", disable=not progress, leave=False):

@@ -10,7 +10,7 @@ does not say how it aggregates; docs/reference.md 5.7 GAP), then mean and std ov
 
 Beside the samplers, the row ``real (test)`` scores the real held-out test rows against the same
 train subsets: what a perfect generator would get. The distance to the closest training record
-(:func:`cgjax.evaluate.metrics.dcr`) of generated rows is compared with that of the held-out rows:
+(:func:`cgjax.scoring.metrics.dcr`) of generated rows is compared with that of the held-out rows:
 a generator that copies its training data puts far more than 5% of its rows below the held-out
 5th percentile.
 """
@@ -21,9 +21,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from cgjax.evaluate import metrics
 from cgjax.evaluate.reconstruction import Sampler, as_samples, stable_seed
+from cgjax.scoring import metrics
 
 REAL = "real (test)"
 
@@ -62,8 +63,6 @@ def privacy_study(samplers: Mapping[str, Sampler], train: Mapping[str, np.ndarra
     the number of test rows, as the reference's 1350); generated: precomputed
     :func:`unconditional_samples` output (then ``samplers`` may be empty).
     """
-    from tqdm.auto import tqdm
-
     modalities = list(modalities or test)
     n = int(n_samples or len(next(iter(test.values()))))
     dims = {m: test[m].shape[1] for m in modalities}

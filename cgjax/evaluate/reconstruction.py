@@ -27,9 +27,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from cgjax.evaluate import metrics, stats
+from cgjax.ensemble import sample_target
+from cgjax.evaluate import baselines
 from cgjax.sampling.options import SampleOptions
+from cgjax.scoring import metrics, stats
 
 Sampler = Callable[..., object]
 POINT_METHODS = ("knn", "iterative", "mean", "oracle_mean")
@@ -78,8 +81,6 @@ class ModelSampler:
         self.method = options.method
 
     def __call__(self, target, given, *, replicates=1, seed=0, unconditional=False):
-        from cgjax.ensemble import sample_target
-
         given = {m: v for m, v in given.items() if m != target}
         if unconditional:  # sample_target needs N rows: absent modalities for every row
             n = len(next(iter(given.values())))
@@ -164,8 +165,6 @@ class BaselineSampler:
         self._cache: dict = {}
 
     def __call__(self, target, given, *, replicates=1, seed=0, unconditional=False):
-        from cgjax.evaluate import baselines
-
         names = [m for m in self.train if m in given and m != target]
         n = len(next(iter(given.values())))
         if unconditional or not names:
@@ -194,7 +193,7 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
     r2_of_mean: R2 of the replicate mean; energy_score: mean over rows (a point mass when R = 1 or
     the replicates are identical: mean distance to the truth); coverage_range: fraction of entries
     inside the range [min, max] of their R replicates, and coverage_range_expected = (R - 1) / (R + 1),
-    its expectation for a calibrated sampler (:func:`cgjax.evaluate.metrics.range_coverage`);
+    its expectation for a calibrated sampler (:func:`cgjax.scoring.metrics.range_coverage`);
     variance_ratio (with ``posterior_var``):
     replicate variance (ddof 1) over the oracle's posterior variance (about 1 when calibrated).
     """
@@ -268,8 +267,6 @@ def reconstruction_study(samplers: Mapping[str, Sampler], test: Mapping[str, np.
     cancer_types: str[N] per test row; gives the per-cancer table for the full given sets.
     point_sets: "all" runs the point predictors on every given set, "full" only on the full one.
     """
-    from tqdm.auto import tqdm
-
     modalities = list(modalities or test)
     jobs = []
     for t in modalities:

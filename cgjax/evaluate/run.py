@@ -12,13 +12,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
+from cgjax.data import Scalers, align_features, fit_scalers, split_cohort
+from cgjax.data.split import apply_split_record
+from cgjax.datasets import default_law
+from cgjax.datasets.synthetic import CANCER_TYPES, MODALITIES
 from cgjax.errors import CgjaxError, CohortError
+from cgjax.evaluate import counterfactual as cf_mod
+from cgjax.evaluate import downstream as ds_mod
+from cgjax.evaluate import figures, predictive, privacy, report
+from cgjax.evaluate.reconstruction import (BaselineSampler, ModelSampler, OracleSampler, reconstruction_anova,
+                                           reconstruction_study)
+from cgjax.sampling.coherent import RejectionConfig
+from cgjax.sampling.options import SampleOptions
+from cgjax.sampling.solvers import SolverConfig
+from cgjax.scoring.stats import anova_rm_by
 
 STEPS = ("reconstruction", "manifold", "predictive", "downstream", "counterfactual", "privacy")
 NEEDS_FULL_SAMPLES = ("manifold", "predictive", "counterfactual")
@@ -107,9 +123,6 @@ def prepare_data(cohort, scalers: Mapping, modalities: Sequence[str] | None = No
     that records none), :func:`cgjax.data.split.apply_split_record`, i.e. the split the models were
     trained with; with False, the cohort's own ``split`` column if complete, else
     ``split_cohort(seed=split_seed)``."""
-    from cgjax.data import Scalers, fit_scalers, split_cohort
-    from cgjax.data.split import apply_split_record
-
     notes = []
     modalities = tuple(modalities or cohort.modalities)
     missing = [m for m in modalities if m not in cohort.data]
@@ -157,9 +170,6 @@ def detect_synthetic(cohort):
     """The :func:`cgjax.datasets.default_law` behind a synthetic cohort, or None: sample ids start
     with ``SYN-``, modalities are the law's, every modality has the same width (the law's ``dim``)
     and every cancer type is one of the law's."""
-    from cgjax.datasets import default_law
-    from cgjax.datasets.synthetic import CANCER_TYPES, MODALITIES
-
     ids = np.asarray(cohort.sample_ids).astype(str)
     dims = set(cohort.dims().values())
     if not len(ids) or not all(i.startswith("SYN-") for i in ids):
@@ -173,11 +183,6 @@ def detect_synthetic(cohort):
 
 
 def model_samplers(ms, cfg: EvalConfig) -> dict:
-    from cgjax.evaluate.reconstruction import ModelSampler
-    from cgjax.sampling.coherent import RejectionConfig
-    from cgjax.sampling.options import SampleOptions
-    from cgjax.sampling.solvers import SolverConfig
-
     return {m: ModelSampler(ms, SampleOptions(method=m, weighting=cfg.weighting,
                                               rejection=RejectionConfig(max_fraction=cfg.reject_fraction),
                                               solver=SolverConfig(kind=cfg.solver, steps=cfg.solver_steps)))
@@ -193,8 +198,6 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
     if oracle in ("auto", "synthetic"):
         law = detect_synthetic(cohort)
         if law is None and oracle == "synthetic":
-            from cgjax.datasets import default_law
-
             dims = set(cohort.dims().values())
             if len(dims) != 1:
                 raise CgjaxError("--oracle synthetic: the cohort's modalities have different widths; it is not "
@@ -202,10 +205,6 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
             law = default_law(dim=dims.pop())
     elif oracle != "none":
         raise CgjaxError(f"oracle must be auto, synthetic or none, got {oracle!r}")
-    from cgjax.data import Scalers
-
-    from cgjax.data import align_features
-
     cohort = align_features(cohort, ms.feature_names, where=f"models trained on {list(ms.modalities)}")
     data = prepare_data(cohort, Scalers.from_dict(ms.scalers), ms.modalities, split_record=ms.split)
     if law is not None:
@@ -254,16 +253,6 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
     above, and ``out/steps/<step>.pkl``), so a failure or a kill loses only the step in progress;
     run again with the same data, samplers, settings and ``identity`` (e.g. which trained models),
     completed steps are read back instead of recomputed."""
-    from contextlib import nullcontext
-
-    from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
-
-    from cgjax.evaluate import counterfactual as cf_mod
-    from cgjax.evaluate import downstream as ds_mod
-    from cgjax.evaluate import figures, predictive, privacy, report
-    from cgjax.evaluate.reconstruction import BaselineSampler, OracleSampler, reconstruction_study
-
     cfg = cfg or EvalConfig()
     unknown = set(cfg.steps) - set(STEPS)
     if unknown:
@@ -498,8 +487,6 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
         rec.replicates_frame().to_csv(out / "reconstruction_replicates.csv", index=False)
         rec.per_cancer.to_csv(out / "reconstruction_per_cancer.csv", index=False)
         rec.tests.to_csv(out / "reconstruction_tests.csv", index=False)
-        from cgjax.evaluate.reconstruction import reconstruction_anova
-
         metrics["reconstruction_anova"] = _write_anova(out / "reconstruction_anova.csv",
                                                        reconstruction_anova(rec.records))
         metrics["reconstruction"] = _clean(rec.records)
@@ -554,8 +541,6 @@ def _write_anova(path: Path, table: pd.DataFrame) -> list:
 
 def _predictive_anova(frame: pd.DataFrame) -> pd.DataFrame:
     """Per task and metric: subject = replicate, within = modality x data (real and each method)."""
-    from cgjax.evaluate.stats import anova_rm_by
-
     if frame.empty:
         return pd.DataFrame()
     long = frame.melt(id_vars=["task", "modality", "data", "replicate"], value_vars=["macro_f1", "balanced_accuracy"],
@@ -566,8 +551,6 @@ def _predictive_anova(frame: pd.DataFrame) -> pd.DataFrame:
 def _downstream_anova(frame: pd.DataFrame) -> pd.DataFrame:
     """Per task and metric: subject = run, within = condition x test type, without the full-data
     and cancer-label-only rows (as the reference)."""
-    from cgjax.evaluate.stats import anova_rm_by
-
     if frame.empty:
         return pd.DataFrame()
     sub = frame[~frame["condition"].isin(["full data", "Cancer label only"])]

@@ -30,6 +30,7 @@ network as trained (for tests and benchmarks); ``folded_model`` the rewritten on
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -63,7 +64,7 @@ def fold_batch_norm(params, batch_stats, cfg: denoiser.DenoiserConfig):
         if i < len(params["bn"]):
             bn, st = params["bn"][i], batch_stats[i]
             s = bn["scale"] * jax.lax.rsqrt(st["var"] + cfg.bn_eps)  # [H]
-            layer = {k: (v * s if k.startswith("w_") else v) for k, v in layer.items()}
+            layer = {k: (v * s[None] if k.startswith("w_") else v) for k, v in layer.items()}
             layer["b"] = (params["layers"][i]["b"] - st["mean"]) * s + bn["bias"]
         layers.append(layer)
     return {"time": params["time"], "cond": params["cond"], "layers": layers}
@@ -77,9 +78,9 @@ def apply_folded(folded, x_t, t, conds, masks, cfg: denoiser.DenoiserConfig):
     t_emb = denoiser.time_embedding(folded, t, cfg.time_dim)
     c_emb = denoiser.cond_embedding(folded, conds, masks)
     l0 = folded["layers"][0]
-    h = x_t @ l0["w_x"] + t_emb @ l0["w_t"] + c_emb @ l0["w_c"] + l0["b"]
+    h = x_t @ l0["w_x"] + t_emb @ l0["w_t"] + c_emb @ l0["w_c"] + l0["b"][None]
     for layer in folded["layers"][1:]:
-        h = jax.nn.relu(h) @ layer["w_h"] + t_emb @ layer["w_t"] + layer["b"]
+        h = jax.nn.relu(h) @ layer["w_h"] + t_emb @ layer["w_t"] + layer["b"][None]
     return h
 
 
@@ -89,7 +90,7 @@ def time_table(folded, timesteps, cfg: denoiser.DenoiserConfig):
     Returns a list over layers of f32[S, d_out_l] (d_out = H, ..., H, F), biases included.
     """
     t_emb = denoiser.time_embedding(folded, timesteps, cfg.time_dim)  # [S, Dt]
-    return [t_emb @ layer["w_t"] + layer["b"] for layer in folded["layers"]]
+    return [t_emb @ layer["w_t"] + layer["b"][None] for layer in folded["layers"]]
 
 
 def cond_projection(folded, conds, masks):
@@ -103,9 +104,9 @@ def apply_precomputed(weights, time_row, cond_proj, x_t):
     weights: ``{"w_x": f32[F, H], "w_h": [f32[H, H], ..., f32[H, F]]}``; time_row: list over layers of
     f32[d_out_l] (one row of :func:`time_table`); cond_proj: f32[B, H]; x_t: f32[B, F]. Returns f32[B, F].
     """
-    h = x_t @ weights["w_x"] + cond_proj + time_row[0]
+    h = x_t @ weights["w_x"] + cond_proj + time_row[0][None]
     for w_h, tb in zip(weights["w_h"], time_row[1:]):
-        h = jax.nn.relu(h) @ w_h + tb
+        h = jax.nn.relu(h) @ w_h + tb[None]
     return h
 
 
@@ -167,16 +168,17 @@ def make_model(cfg: denoiser.DenoiserConfig, timesteps: int, algebra: str = "fol
     raise ValueError(f"unknown algebra '{algebra}'; choose one of {ALGEBRAS}")
 
 
-def step_macs(cfg: denoiser.DenoiserConfig, algebra: str) -> int:
-    """Multiply-accumulates per row, model and reverse step of the network's matrix products.
+STEP_BLOCKS = {"plain": ("w", "w_x", "w_t", "w_c", "w_h"), "folded": ("w_x", "w_h")}
 
-    plain: time MLP (Dt^2), condition embeddings (sum C_k E), layer 0 ((F + Dt + K E) H), hidden
-    layers ((H + Dt) H each), output ((H + Dt) F). folded: only x_t @ w_x, the w_h blocks.
+
+def step_macs(cfg: denoiser.DenoiserConfig, algebra: str) -> int:
+    """Multiply-accumulates per row, model and reverse step of the network's matrix products: the
+    sizes of the weight blocks (:func:`cgjax.diffusion.denoiser.param_shapes`) a step multiplies.
+
+    plain: every block, i.e. time MLP (Dt^2), condition embeddings (sum C_k E), layer 0
+    ((F + Dt + K E) H), hidden layers ((H + Dt) H each), output ((H + Dt) F). folded: only
+    x_t @ w_x and the w_h blocks (F H + (n - 2) H^2 + H F); the rest is in the prepared tables.
     """
-    F, H, Dt, E, n = cfg.x_dim, cfg.hidden, cfg.time_dim, cfg.cond_embed_dim, cfg.n_layers
-    if algebra == "plain":
-        return (Dt * Dt + sum(c * E for c in cfg.cond_dims) + (F + Dt + E * cfg.n_conds) * H
-                + (n - 2) * (H + Dt) * H + (H + Dt) * F)
-    if algebra == "folded":
-        return F * H + (n - 2) * H * H + H * F
-    raise ValueError(f"unknown algebra '{algebra}'; choose one of {ALGEBRAS}")
+    if algebra not in STEP_BLOCKS:
+        raise ValueError(f"unknown algebra '{algebra}'; choose one of {ALGEBRAS}")
+    return sum(math.prod(shape) for name, shape in denoiser.param_leaves(cfg) if name in STEP_BLOCKS[algebra])

@@ -14,6 +14,7 @@ below as "REF x.y") recommends, and say so.
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterator
 
 import numpy as np
@@ -436,8 +437,6 @@ def weighted_f1(y_true, y_pred) -> float:
 
 def balanced_accuracy(y_true, y_pred) -> float:
     """Balanced accuracy (mean per-class recall over classes of y_true), sklearn (docs/reference.md 5.4)."""
-    import warnings
-
     from sklearn.metrics import balanced_accuracy_score
 
     with warnings.catch_warnings():

@@ -10,10 +10,13 @@ the survival gains. The repeated-measures ANOVA that precedes them in the refere
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import f as f_dist
+from scipy.stats import ttest_rel
 
 __all__ = ["PairedTest", "paired_ttest", "bonferroni", "benjamini_hochberg", "compare_methods", "anova_rm", "anova_rm_by"]
 
@@ -34,8 +37,6 @@ def paired_ttest(a, b, alternative: str = "two-sided") -> PairedTest:
     Returns:
       PairedTest(statistic, pvalue, n, mean_diff). All-equal differences give NaN statistic and p.
     """
-    from scipy.stats import ttest_rel
-
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"a and b must be 1-D of equal length, got {a.shape} and {b.shape}")
@@ -185,10 +186,6 @@ def anova_rm(df: pd.DataFrame, value: str, subject: str, within: Sequence[str]) 
     Returns a DataFrame indexed by effect (``"A"``, ``"B"``, ``"A:B"``) with columns ``F Value``,
     ``Num DF``, ``Den DF``, ``Pr > F`` (statsmodels' names).
     """
-    import itertools
-
-    from scipy.stats import f as f_dist
-
     within = list(within)
     if not within:
         raise ValueError("anova_rm needs at least one within-subject factor")
