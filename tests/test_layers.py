@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "cgjax"
 
 # bottom to top; a module may import its own package and anything on a lower line
 LAYERS = (
-    ("errors", "_atomic"),
+    ("errors", "_atomic", "_validate"),
     ("scoring", "embedding", "distributed"),
     ("data",),
     ("datasets", "diffusion"),
