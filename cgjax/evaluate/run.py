@@ -32,7 +32,9 @@ class EvalConfig:
     runs: int = 10  # downstream and counterfactual runs (forests re-seeded, generations redrawn)
     seed: int = 0
     methods: tuple = ("single", "multi", "coherent")  # our samplers
-    baselines: tuple = ("knn", "iterative")  # classical imputers beside them
+    # classical imputers beside them: point predictors (knn, iterative, mean: R2 tables only) and
+    # probabilistic baselines drawing R replicates (gaussian_sample, gaussian_type_sample, mice_sample, knn_sample)
+    baselines: tuple = ("knn", "iterative", "gaussian_sample", "mice_sample", "knn_sample")
     baseline_rows: str = "complete_case"  # train rows the imputers are fitted on ("complete_case" | "all")
     baseline_sets: str = "all"  # given sets the imputers run on ("all" | "full")
     given_sets: str = "all"  # reconstruction condition sets ("all": every non-empty subset | "full")
@@ -62,7 +64,7 @@ class EvalConfig:
         """``paper`` (defaults), ``reference`` (the authors' code: 100 trees, disagreement score,
         zero ablation, softmax weights, 10% rejection) or ``quick`` (2 CPU cores in minutes: 3
         replicates and runs, 30 trees, small survival forests on 30-day time bins, PCA figures
-        only where UMAP is not needed)."""
+        only where UMAP is not needed, no mice_sample baseline)."""
         if name == "paper":
             base = {}
         elif name == "reference":
@@ -70,6 +72,7 @@ class EvalConfig:
                         weighting="softmax_inverse_mse", reject_fraction=0.10)
         elif name == "quick":
             base = dict(replicates=3, runs=3, rf_trees=30, n_random=10, rsf_time_bin=30.0,
+                        baselines=("knn", "iterative", "gaussian_sample", "knn_sample"),  # mice_sample: slow
                         rsf=dict(n_estimators=10, max_depth=6, max_features="sqrt", min_samples_split=10,
                                  min_samples_leaf=10))
         else:
@@ -273,7 +276,12 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
                 only_full = step != "reconstruction" or cfg.given_sets == "full"
                 recon_samplers = dict(samplers)
                 if step == "reconstruction":
-                    recon_samplers.update({b: BaselineSampler(data.train, b, rows=cfg.baseline_rows)
+                    types = {"train_types": data.labels_train.get("cancer_type"),
+                             "test_types": cancer} if "gaussian_type_sample" in cfg.baselines else {}
+                    if types and (types["train_types"] is None or cancer is None):
+                        raise CgjaxError("baseline gaussian_type_sample needs the cohort's cancer_type labels")
+                    recon_samplers.update({b: BaselineSampler(data.train, b, rows=cfg.baseline_rows,
+                                                              **(types if b == "gaussian_type_sample" else {}))
                                            for b in cfg.baselines})
                     if law is not None:
                         recon_samplers.update({"oracle_mean": oracle_m, "oracle_sample": oracle_s})
