@@ -44,7 +44,7 @@ def _options(args, transforms_default: dict | None):
             raise ValueError("--latent-dim, --max-epochs and --patience must be >= 1, --batch-size >= 2")
     except (TypeError, ValueError) as e:
         raise CgjaxError(f"bad options: {e}") from None
-    return PrepareOptions(preprocess=pre, embedding=emb, split_seed=args.split_seed)
+    return PrepareOptions(preprocess=pre, embedding=emb, split_seed=args.split_seed, structural=args.structural)
 
 
 def cmd_xena(args) -> int:
@@ -91,6 +91,9 @@ def _common(p: argparse.ArgumentParser, transform_help: str) -> None:
                    help="keep genes with CPM >= 1 (reference code) instead of > 1 (paper)")
     p.add_argument("--max-missing", type=float, default=0.10,
                    help="drop features missing in at least this fraction of train samples (default 0.10)")
+    p.add_argument("--structural", choices=("drop", "impute"), default="drop",
+                   help="a feature absent for every sample of a cancer type (missing from that type's file): "
+                        "drop it (default) or let the imputer fill it from other types (reported, warned)")
     p.add_argument("--write-features", action="store_true",
                    help="also write the preprocessed feature tables to OUT/features/")
     p.add_argument("--overwrite", action="store_true", help="replace a cohort previously prepared at --out")
