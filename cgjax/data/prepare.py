@@ -44,6 +44,7 @@ from cgjax.data import quality
 from cgjax.data.cohort import SPLITS, Cohort, from_arrays, normalise_clinical
 from cgjax.data.embedding import (EMBEDDING_DIR, META_FILE, Embedding, EmbeddingOptions, fit_embedding,
                                   load_embedding, save_embedding)
+from cgjax.data.embedding_choice import compare_with_pca
 from cgjax.data.io import write_cohort
 from cgjax.data.preprocess import (PreprocessOptions, apply_preprocess, group_stage, load_preprocess,
                                    preprocess_modalities, save_preprocess)
@@ -72,6 +73,10 @@ class PrepareOptions:
         file: :func:`cgjax.data.quality.structural_gaps`) is ``drop``-ped from the modality
         (default; an error when no feature is measured in every type) or left to the imputer
         (``impute``, as before: filled from other types' values, reported and warned about).
+      embedding_choice: ``best`` (default): an autoencoder is replaced by PCA of the same size
+        when the PCA reconstructs the validation rows better; ``configured``: keep the configured
+        method. Both reconstruction R2s are recorded either way
+        (:func:`cgjax.data.embedding_choice.compare_with_pca`).
     """
 
     preprocess: PreprocessOptions = dataclasses.field(default_factory=PreprocessOptions)
@@ -79,6 +84,7 @@ class PrepareOptions:
     split_seed: int = 42
     fractions: tuple = PAPER_FRACTIONS
     structural: str = "drop"
+    embedding_choice: str = "best"
 
 
 @dataclasses.dataclass
@@ -193,6 +199,13 @@ def prepare(raw: RawCohort, options: PrepareOptions | None = None, *, progress: 
     train = {m: df[part[m] == "train"] for m, df in features.items()}
     val = {m: df[part[m] == "val"] for m, df in features.items()}
     embedding = fit_embedding(train, val, opt.embedding, progress=progress)
+    choice = compare_with_pca(embedding, train, val, opt.embedding, choose=opt.embedding_choice)
+    if progress:
+        for m, rec in choice.items():
+            r2 = rec["reconstruction_r2_val"]
+            print(f"  {m}: " + ("no validation rows: autoencoder kept" if r2 is None else
+                              f"validation reconstruction R2 autoencoder {r2['autoencoder']:.3f}, PCA "
+                              f"{r2['pca']:.3f} -> {rec['chosen_method']}"), flush=True)
 
     ids = stub.sample_ids
     data, masks, names = _encode(ids, features, embedding)
@@ -221,7 +234,7 @@ def prepare(raw: RawCohort, options: PrepareOptions | None = None, *, progress: 
         "split": {s: int(counts.get(s, 0)) for s in SPLITS}, "split_seed": opt.split_seed,
         "fractions": [float(f) for f in opt.fractions],
         "preprocess": _options_dict(opt.preprocess), "embedding": _options_dict(opt.embedding),
-        "structural": opt.structural,
+        "structural": opt.structural, "embedding_choice": opt.embedding_choice,
     }
     return PreparedCohort(cohort, embedding, features, split, fitted)
 
@@ -297,6 +310,10 @@ def summary(prepared: PreparedCohort) -> str:
         lines.append(f"  {m}: {i.get('n_samples')} samples (train {i.get('n_train')}, val {i.get('n_val')}, "
                      f"test {i.get('n_test')}); {i.get('raw_features')} raw -> {i.get('features')} features "
                      f"({i.get('transform')}) -> {e.latent_dim} latents by {what}{extra}")
+        r2 = i.get("reconstruction_r2_val")
+        if r2:
+            lines.append(f"    validation reconstruction R2: autoencoder {r2['autoencoder']:.3f}, PCA {r2['pca']:.3f} "
+                         f"-> {i['chosen_method']}")
         if "filled_fraction" in i:
             lines.append(f"    {100 * i['filled_fraction']:.1f}% of cells filled by the imputer "
                          f"({100 * i['structural_filled_fraction']:.1f}% structural gaps); "
