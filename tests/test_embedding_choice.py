@@ -8,7 +8,7 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from cgjax.data.embedding import EmbeddingOptions
+from cgjax.data.embedding import EmbeddingOptions, load_embedding, save_embedding
 from cgjax.data.embedding_choice import compare_with_pca, reconstruction_r2
 from cgjax.data.prepare import PrepareOptions, prepare, read_matrices, summary
 from cgjax.data.preprocess import PreprocessOptions, load_preprocess, save_preprocess, apply_preprocess
@@ -54,6 +54,9 @@ def test_pca_wins_on_linear_data_and_the_choice_is_recorded(tmp_path):
         np.testing.assert_allclose(best.cohort.data[m][best.cohort.masks[m]][:3],
                                    e.encode(feats.to_numpy(np.float32))[:3], rtol=1e-5, atol=1e-5)
     assert "PCA" in summary(best) and "-> pca" in summary(best)
+    saved = load_embedding(save_embedding(best.embedding, tmp_path / "emb"))  # recorded in embedding.json
+    assert saved["a"].method == "pca" and saved["a"].info["reconstruction_r2_val"] == best.embedding["a"].info[
+        "reconstruction_r2_val"]
     kept = prepare(raw, _opts("configured"))
     for m in ("a", "b"):
         e = kept.embedding[m]
