@@ -166,6 +166,16 @@ def tests_markdown(tests: pd.DataFrame, keys: Sequence[str]) -> str:
     return _table(keys + ["comparison", "mean diff", "p", "p corrected", "significant"], rows)
 
 
+def feature_space_markdown(summary: pd.DataFrame) -> str:
+    """Rows target x method: pooled R² of a draw, of the replicate mean, mean per-feature R²."""
+    if summary is None or summary.empty:
+        return "_not computed (no target with complete train and test rows in the feature tables)_"
+    rows = [[r["target"], r["method"], _num(r["r2_draw"]), _num(r["r2_of_mean"]), _num(r["r2_feature_mean"]),
+             r["n_features"]] for r in summary.to_dict("records")]
+    return _table(["target", "method", "R² per draw", "R² of replicate mean", "mean per-feature R²", "features"],
+                  rows)
+
+
 def predictive_markdown(summary: pd.DataFrame) -> str:
     if summary is None or summary.empty:
         return "_not computed (the cohort has no cancer type or stage labels)_"
@@ -280,6 +290,14 @@ def full_report(res: Mapping, *, figures: Mapping[str, str], header: Sequence[st
               "### Per cancer type (R² definition C, all other modalities given, replicate mean)", "",
               per_cancer_markdown(rec.per_cancer), "",
               "### Table S2: every subset of given modalities", "", reconstruction_markdown(rec.records), ""]
+    fs = res.get("feature_space")
+    if fs is not None:
+        L += ["### Feature space (prepared cohort: draws decoded to features)", "",
+              "Each target from all other modalities, decoded by the cohort's embedding and scored against the "
+              "real preprocessed features (standardised by their train mean and std). `ridge` and `train mean` are "
+              "fitted in feature space on the train rows; `ceiling` is decode(encode(truth)), the best any "
+              "latent-space method can reach. Per-gene / per-protein R² in feature_space_per_feature.csv.", "",
+              feature_space_markdown(fs["summary"]), ""]
     if "manifold" in figures:
         L += ["## 2. Manifold (Fig 1)", "", fig("manifold", "UMAP of real vs reconstructed profiles"), ""]
     pred = res.get("predictive")

@@ -203,11 +203,33 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
             raise CgjaxError("the synthetic law's modalities do not match the models'")
         data.notes.append("Oracle: the cohort is the synthetic cohort; its exact posterior (`default_law`) gives the "
                           "`oracle_mean` and `oracle_sample` rows.")
+    fspace = _feature_space_inputs(cohort, data)
     n_models = sum(len(g.specs) for g in ms.groups.values())
     header = [f"Models: {n_models} (hidden {ms.arch.hidden}, {ms.arch.n_layers} layers, T = {ms.schedule_cfg.timesteps}, "
               f"{ms.train_cfg.epochs} epochs)."]
     return run_evaluation(data, model_samplers(ms, cfg), out, cfg, law=law, progress=progress,
-                          header=header, source=str(cohort.source))
+                          header=header, source=str(cohort.source), feature_space=fspace)
+
+
+def _feature_space_inputs(cohort, data: EvalData) -> dict | None:
+    """For a cohort written by ``cgjax prepare`` with ``--write-features`` (an ``embedding/`` and a
+    ``features/`` directory beside the latents): the embedding, the feature cohort and the train
+    ids, for :func:`cgjax.evaluate.feature_space.feature_space_study`. None otherwise (with a note
+    when the embedding is there but the features are not)."""
+    from cgjax.data import read_cohort
+    from cgjax.data.embedding import EMBEDDING_DIR, META_FILE, load_embedding
+    from cgjax.data.prepare import FEATURES_DIR
+
+    root = Path(str(cohort.source))
+    if not root.is_dir() or not (root / EMBEDDING_DIR / META_FILE).exists():
+        return None
+    if not (root / FEATURES_DIR).is_dir():
+        data.notes.append("Feature space: the cohort was prepared without --write-features, so the decoded draws "
+                          "cannot be scored against the real features.")
+        return None
+    split = pd.Series(cohort.label("split")).astype(str).to_numpy()
+    return {"embedding": load_embedding(root / EMBEDDING_DIR), "features": read_cohort(root / FEATURES_DIR),
+            "train_ids": np.asarray(cohort.sample_ids)[split == "train"]}
 
 
 def _clean(obj):
@@ -233,10 +255,14 @@ def _records(df: pd.DataFrame | None) -> list:
 
 
 def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | None = None, *, law=None,
-                   progress: bool = True, header: Sequence[str] = (), source: str = "") -> dict:
+                   progress: bool = True, header: Sequence[str] = (), source: str = "",
+                   feature_space: Mapping | None = None) -> dict:
     """Every step of ``cfg.steps`` on prepared data with the given samplers (name -> sampler; the
     names single/multi/coherent are ours). With ``law`` (the synthetic law) the oracle samplers are
-    added. Writes out/report.md, out/metrics.json, out/*.csv, out/figures/*.png."""
+    added. With ``feature_space`` ({"embedding", "features" (the feature cohort), "train_ids"}:
+    a prepared cohort) the reconstruction is also decoded and scored in feature space
+    (:mod:`cgjax.evaluate.feature_space`). Writes out/report.md, out/metrics.json, out/*.csv,
+    out/figures/*.png."""
     from contextlib import nullcontext
 
     from threadpoolctl import threadpool_limits
@@ -294,6 +320,12 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
                 full_samples = rr.samples
                 if step == "reconstruction":
                     res["reconstruction"] = rr
+                    if feature_space is not None:
+                        from cgjax.evaluate.feature_space import feature_space_study
+
+                        res["feature_space"] = feature_space_study(
+                            rr.samples, data.scalers, feature_space["embedding"], feature_space["features"],
+                            feature_space["train_ids"], data.test_ids, mods)
                     figs["reconstruction"] = figures.reconstruction_figure(rr.records, out / "figures" / "reconstruction.png")
             if step == "manifold":
                 names = [m for m in gen_plus if all(m in full_samples.get(t, {}) for t in mods)]
@@ -382,6 +414,11 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
         metrics["reconstruction"] = _clean(rec.records)
         metrics["reconstruction_per_cancer"] = _records(rec.per_cancer)
         metrics["reconstruction_tests"] = _records(rec.tests)
+    fs = res.get("feature_space")
+    if fs is not None:
+        fs["summary"].to_csv(out / "feature_space.csv", index=False)
+        fs["per_feature"].to_csv(out / "feature_space_per_feature.csv", index=False)
+        metrics["feature_space"] = _records(fs["summary"])
     pred = res.get("predictive")
     if pred is not None:
         pred["frame"].to_csv(out / "predictive.csv", index=False)
