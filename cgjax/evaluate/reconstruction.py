@@ -185,7 +185,7 @@ class BaselineSampler:
             names = []
         key = (target, tuple(names), n, tuple(float(np.nansum(given[m])) for m in names))
         if self.point and key in self._cache:
-            return np.broadcast_to(self._cache[key], (replicates, n, self._cache[key].shape[1]))
+            return np.broadcast_to(self._cache[key], (replicates, n, self._cache[key].shape[1])).astype(np.float32)
         train, kwargs = self.train, dict(self.kwargs)
         if self.rows == "complete_case":
             keep = np.all([_present(self.train[m]) for m in names + [target]], axis=0)
@@ -197,7 +197,7 @@ class BaselineSampler:
             fn = {"knn": baselines.knn_impute, "iterative": baselines.iterative_impute,
                   "mean": baselines.mean_impute}[self.kind]
             self._cache[key] = fn(train, test, names, target, **kwargs)
-            return np.broadcast_to(self._cache[key], (replicates, n, self._cache[key].shape[1]))
+            return np.broadcast_to(self._cache[key], (replicates, n, self._cache[key].shape[1])).astype(np.float32)
         fn = {"gaussian_sample": probabilistic.gaussian_conditional_sample,
               "gaussian_type_sample": probabilistic.gaussian_conditional_sample,
               "mice_sample": probabilistic.mice_sample, "knn_sample": probabilistic.knn_sample}[self.kind]
