@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     emb_opt = EmbeddingOptions(latent_dim=args.latent_dim, default_method=args.embedding, standardize=True,
                                batch_size=16, patience=20, max_epochs=cfg["ae_max_epochs"], epochs_per_call=50,
                                seed=args.seed)
-    prepared = prepare(raw, PrepareOptions(preprocess=mini_acc_preprocess_options(), embedding=emb_opt))
+    prepared = prepare(raw, PrepareOptions(preprocess=mini_acc_preprocess_options(), embedding=emb_opt,
+                                           embedding_choice="configured"))  # the embedding asked for; ceilings compared below
     write_prepared(prepared, out / "cohort", overwrite=True, write_features=True)
     print(summary(prepared))
     t_prep = time.time() - t0

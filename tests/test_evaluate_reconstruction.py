@@ -56,15 +56,17 @@ def test_oracle_is_the_calibrated_optimum_and_the_mean_the_best_point_prediction
         assert m["r2_mean"] >= max(s["r2_mean"], lo["r2_mean"], hi["r2_mean"])
         assert m["r2_std"] == 0.0 and m["variance_pct"] == 0.0 and m["variance_ratio"] == 0.0
         # exact draws: the best energy score, calibrated variance and 90% coverage
-        assert s["energy_score"] < min(m["energy_score"], lo["energy_score"], hi["energy_score"])
+        assert s["energy_score"] < min(lo["energy_score"], hi["energy_score"])
         assert 0.75 < s["variance_ratio"] < 1.3
         # the range of R = 8 exact draws covers the truth with probability (R - 1) / (R + 1) = 7 / 9
         assert s["coverage_range_expected"] == pytest.approx(7 / 9)
         assert s["coverage_range"] == pytest.approx(7 / 9, abs=0.06)
         assert lo["coverage_range"] < s["coverage_range"] < hi["coverage_range"]
         assert lo["variance_ratio"] < 0.3 and hi["variance_ratio"] > 2.5
-        # a point prediction's energy score is its mean distance to the truth
-        np.testing.assert_allclose(m["energy_score"],
+        # a point prediction has no energy score or coverage (a point mass's "energy score" is its
+        # mean distance to the truth, not comparable): it reports that distance as mean_distance
+        assert "energy_score" not in m and "coverage_range" not in m
+        np.testing.assert_allclose(m["mean_distance"],
                                    np.linalg.norm(o_m(t, {g: data.test[g] for g in full[t][0]})[0] - data.test[t],
                                                   axis=1).mean(), rtol=1e-5)
         # R2 of a calibrated draw = best R2 minus the posterior variance share (in expectation)
@@ -87,18 +89,33 @@ def test_every_subset_single_only_for_one_source_and_baselines(setup):
     law, data, o_s, o_m = setup
     knn = BaselineSampler(data.train, "knn")
     samplers = {"single": o_s, "coherent": o_s, "knn": knn, "iterative": BaselineSampler(data.train, "iterative"),
-                "oracle_mean": o_m}
+                "oracle_mean": o_m, "gaussian_sample": BaselineSampler(data.train, "gaussian_sample"),
+                "knn_sample": BaselineSampler(data.train, "knn_sample"),
+                "gaussian_type_sample": BaselineSampler(data.train, "gaussian_type_sample",
+                                                        train_types=data.labels_train["cancer_type"],
+                                                        test_types=data.labels_test["cancer_type"])}
     res = reconstruction_study(samplers, data.test, replicates=3, seed=0, oracle=o_s,
                                cancer_types=data.labels_test["cancer_type"], point_sets="full")
     recs = res.records
+    by = {(r["target"], r["method"]): r for r in recs if len(r["given"]) == 3}
+    for t in data.modalities:  # probabilistic baselines draw, on the full sets only
+        for b in ("gaussian_sample", "gaussian_type_sample", "knn_sample"):
+            assert by[(t, b)]["r2_std"] > 0 and by[(t, b)]["variance_pct"] > 0
+        # the exact posterior (here the "coherent" sampler) beats those not told the cancer type
+        assert min(by[(t, "gaussian_sample")]["energy_score"], by[(t, "knn_sample")]["energy_score"]) >= \
+            by[(t, "coherent")]["energy_score"]
+    assert sum(r["method"] == "gaussian_sample" for r in recs) == 4
+    recs = [r for r in recs if not r["method"].endswith("_sample")]
     assert len(subsets(["a", "b", "c"])) == 7
     n_single = sum(r["method"] == "single" for r in recs)
     assert n_single == 12 and all(len(r["given"]) == 1 for r in recs if r["method"] == "single")
     assert sum(r["method"] == "coherent" for r in recs) == 4 * 7
     assert sum(r["method"] == "knn" for r in recs) == 4  # point methods on the full sets only
     for r in recs:
-        assert {"target", "given", "method", "r2_mean", "r2_std", "variance_pct", "energy_score",
-                "coverage_range", "coverage_range_expected", "variance_ratio", "r2_of_mean"} <= set(r)
+        point = r["method"] in ("knn", "iterative", "oracle_mean")
+        assert {"target", "given", "method", "r2_mean", "r2_std", "variance_pct", "variance_ratio",
+                "r2_of_mean"} | ({"mean_distance"} if point else {"energy_score", "coverage_range",
+                                                                  "coverage_range_expected"}) <= set(r)
         assert len(r["r2_replicates"]) == 3
         if r["method"] in ("knn", "iterative", "oracle_mean"):
             assert r["r2_std"] == 0.0 and r["variance_pct"] == 0.0
@@ -111,9 +128,10 @@ def test_every_subset_single_only_for_one_source_and_baselines(setup):
         assert by[(t, "iterative")]["r2_mean"] <= by[(t, "oracle_mean")]["r2_mean"] + 0.02
     # samples kept for the full sets; the per-cancer table covers every method there
     assert res.samples["rnaseq"]["coherent"].shape == (3, len(data.test_ids), DIM)
-    assert set(res.per_cancer["method"]) == {"coherent", "knn", "iterative", "oracle_mean"}
+    assert set(res.per_cancer["method"]) == {"coherent", "knn", "iterative", "oracle_mean", "gaussian_sample",
+                                             "gaussian_type_sample", "knn_sample"}
     assert set(res.tests["method_a"]) >= {"coherent"} and (res.tests["p_corrected"] >= res.tests["p"]).all()
-    assert res.replicates_frame().shape[0] == 3 * len(recs)
+    assert res.replicates_frame().shape[0] == 3 * len(res.records)
 
 
 def test_per_cancer_r2_is_definition_c_with_the_global_feature_mean():

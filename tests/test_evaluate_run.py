@@ -57,7 +57,9 @@ def test_outputs_and_metrics_contract(evaluated):
     recs = m["reconstruction"]
     assert {r["method"] for r in recs} == {"single", "multi", "coherent", "knn", "oracle_mean", "oracle_sample"}
     for r in recs:
-        assert {"target", "given", "method", "r2_mean", "r2_std", "variance_pct", "energy_score"} <= set(r)
+        assert {"target", "given", "method", "r2_mean", "r2_std", "variance_pct"} <= set(r)
+        # energy score only for distributions: point predictors report their mean distance instead
+        assert ("energy_score" in r) == (r["method"] not in ("knn", "oracle_mean")) != ("mean_distance" in r)
         assert isinstance(r["given"], list) and r["target"] not in r["given"]
     assert len([r for r in recs if r["method"] == "coherent"]) == 4 * 7
     assert m["downstream"] and m["counterfactual"] and m["privacy"] and m["predictive"]

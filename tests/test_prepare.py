@@ -28,9 +28,11 @@ N = 30  # samples per cohort
 LATENT = 3
 # tiny autoencoders, few epochs; CNA by PCA (as WSI would be) to exercise both kinds of embedding.
 # The same options in-process and on the command line, so that the compiled programs are shared.
-PREP_ARGS = ["--latent-dim", str(LATENT), "--max-epochs", "6", "--batch-size", "16", "--embed", "cna=pca", "--quiet"]
+# the autoencoders are kept even where PCA reconstructs better (test_embedding_choice.py tests the choice)
+PREP_ARGS = ["--latent-dim", str(LATENT), "--max-epochs", "6", "--batch-size", "16", "--embed", "cna=pca", "--quiet",
+             "--embedding-choice", "configured"]
 OPTIONS = PrepareOptions(embedding=EmbeddingOptions(latent_dim=LATENT, max_epochs=6, batch_size=16,
-                                                    methods={"cna": "pca"}))
+                                                    methods={"cna": "pca"}), embedding_choice="configured")
 DIFFUSION = {"arch": {"hidden": 16, "n_layers": 3, "time_dim": 8, "cond_embed_dim": 8},
              "schedule": {"timesteps": 30},
              "train": {"epochs": 2, "eval_every": 2, "batch_size": 32, "steps_per_call": 10, "val_replicates": 2}}
@@ -118,6 +120,8 @@ def test_prepare_writes_a_cohort_of_latents_with_its_split_and_embedding(prepare
     assert emb["rnaseq"].model.config.hidden == (15, 6, 3)
     assert emb["rppa"].model.config.hidden == (6, 3)  # 12 (3/12)^(1/2) = 6
     assert emb["cna"].method == "pca" and emb["cna"].latent_names == ["pc1", "pc2", "pc3"]
+    r2 = emb["rnaseq"].info["reconstruction_r2_val"]  # both measured, the configured one kept
+    assert set(r2) == {"autoencoder", "pca"} and emb["rnaseq"].info["chosen_method"] == "autoencoder"
     assert emb.info["split"] == clin["split"].value_counts().to_dict()
     # features/ is a cohort of the preprocessed tables, consistent with the latents
     feats = read_cohort(prepared_dir / "features")
@@ -363,3 +367,23 @@ def test_read_matrices_reads_missing_cells_and_compressed_tables(tmp_path):
     assert raw.modalities["rna"].shape == (3, 2) and np.isnan(raw.modalities["rna"].loc["s3"]).all()
     assert raw.modalities["prot"].index.tolist() == ["s1", "s4"]
     assert len(raw.clinical.columns) == 0
+
+
+def test_evaluate_a_prepared_cohort_in_feature_space(prepared_dir, trained, tmp_path):
+    """`cgjax evaluate` on a prepared cohort with features/ decodes the draws and scores them against
+    the real features beside ridge, train mean and the embedding's ceiling."""
+    out = tmp_path / "eval"
+    assert cli(["evaluate", str(trained), str(prepared_dir), "--out", str(out), "--quick", "--replicates", "2",
+                "--steps", "reconstruction", "--oracle", "none", "--quiet"]) == 0
+    fs = pd.read_csv(out / "feature_space.csv")
+    assert set(fs["target"]) == {"cna", "rnaseq", "rppa"}
+    assert {"multi", "coherent", "ridge", "train mean", "ceiling", "gaussian_sample"} <= set(fs["method"])
+    by = fs.set_index(["target", "method"])
+    for t in ("cna", "rnaseq", "rppa"):
+        # nothing decoded from the latents beats the embedding's own reconstruction of the truth by more than noise
+        assert by.loc[(t, "coherent"), "r2_of_mean"] <= by.loc[(t, "ceiling"), "r2_of_mean"] + 0.05
+        # the train mean predicts the scalar mean 0 of the standardised features: pooled R2 <= 0 exactly
+        assert by.loc[(t, "train mean"), "r2_of_mean"] <= 1e-9
+    per = pd.read_csv(out / "feature_space_per_feature.csv")
+    assert len(per[(per.target == "rppa") & (per.method == "ridge")]) == 12  # one row per protein
+    assert "Feature space" in (out / "report.md").read_text()

@@ -36,7 +36,8 @@ def _options(args, transforms_default: dict | None):
     methods.update(_pairs(args.embed, "embed", METHODS))
     try:
         pre = PreprocessOptions(transforms=transforms, imputers=imputers, rna_cpm_strict=not args.rna_cpm_ge,
-                                rppa_centering=args.rppa_centering, max_missing=args.max_missing)
+                                rppa_centering=args.rppa_centering, max_missing=args.max_missing,
+                                zscore_clip=args.zscore_clip)
         emb = EmbeddingOptions(latent_dim=args.latent_dim, methods=methods, max_epochs=args.max_epochs,
                                patience=args.patience, batch_size=args.batch_size, seed=args.seed,
                                standardize=args.standardize_inputs)
@@ -44,7 +45,8 @@ def _options(args, transforms_default: dict | None):
             raise ValueError("--latent-dim, --max-epochs and --patience must be >= 1, --batch-size >= 2")
     except (TypeError, ValueError) as e:
         raise CgjaxError(f"bad options: {e}") from None
-    return PrepareOptions(preprocess=pre, embedding=emb, split_seed=args.split_seed)
+    return PrepareOptions(preprocess=pre, embedding=emb, split_seed=args.split_seed, structural=args.structural,
+                          embedding_choice=args.embedding_choice)
 
 
 def cmd_xena(args) -> int:
@@ -91,6 +93,14 @@ def _common(p: argparse.ArgumentParser, transform_help: str) -> None:
                    help="keep genes with CPM >= 1 (reference code) instead of > 1 (paper)")
     p.add_argument("--max-missing", type=float, default=0.10,
                    help="drop features missing in at least this fraction of train samples (default 0.10)")
+    p.add_argument("--zscore-clip", type=float, metavar="C",
+                   help="modalities with --transform MOD=zscore (already z-scored tables): clip values to [-C, C]")
+    p.add_argument("--embedding-choice", choices=("best", "configured"), default="best",
+                   help="best (default): an autoencoder is replaced by PCA of the same size when PCA reconstructs "
+                        "the validation rows better; configured: keep the configured method (both R2s reported)")
+    p.add_argument("--structural", choices=("drop", "impute"), default="drop",
+                   help="a feature absent for every sample of a cancer type (missing from that type's file): "
+                        "drop it (default) or let the imputer fill it from other types (reported, warned)")
     p.add_argument("--write-features", action="store_true",
                    help="also write the preprocessed feature tables to OUT/features/")
     p.add_argument("--overwrite", action="store_true", help="replace a cohort previously prepared at --out")

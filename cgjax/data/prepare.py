@@ -39,8 +39,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from cgjax.data import quality
 from cgjax.data.cohort import SPLITS, Cohort, from_arrays, normalise_clinical
 from cgjax.data.io import open_text, scan_tables, write_cohort
+from cgjax.embedding.choice import compare_with_pca
 from cgjax.data.preprocess import (PreprocessOptions, apply_preprocess, group_stage, load_preprocess,
                                    preprocess_modalities, save_preprocess)
 from cgjax.data.split import PAPER_FRACTIONS, split_cohort
@@ -66,12 +68,22 @@ class PrepareOptions:
       preprocess: :class:`cgjax.data.preprocess.PreprocessOptions` (transforms, imputers, filters).
       embedding: :class:`cgjax.embedding.EmbeddingOptions` (latent size, autoencoders, PCA).
       split_seed, fractions: of :func:`cgjax.data.split_cohort` (paper: 42, 80/5/15).
+      structural: a feature absent for every sample of a cancer type (absent from that type's
+        file: :func:`cgjax.data.quality.structural_gaps`) is ``drop``-ped from the modality
+        (default; an error when no feature is measured in every type) or left to the imputer
+        (``impute``, as before: filled from other types' values, reported and warned about).
+      embedding_choice: ``best`` (default): an autoencoder is replaced by PCA of the same size
+        when the PCA reconstructs the validation rows better; ``configured``: keep the configured
+        method. Both reconstruction R2s are recorded either way
+        (:func:`cgjax.embedding.choice.compare_with_pca`).
     """
 
     preprocess: PreprocessOptions = dataclasses.field(default_factory=PreprocessOptions)
     embedding: EmbeddingOptions = dataclasses.field(default_factory=EmbeddingOptions)
     split_seed: int = 42
     fractions: tuple = PAPER_FRACTIONS
+    structural: str = "drop"
+    embedding_choice: str = "best"
 
 
 @dataclasses.dataclass
@@ -166,7 +178,17 @@ def prepare(raw: RawCohort, options: PrepareOptions | None = None, *, progress: 
         counts = split.value_counts()
         print(f"{raw.source}: {len(split)} samples, modalities {list(raw.modalities)}; split "
               + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in SPLITS), flush=True)
-    features, fitted = preprocess_modalities(raw.modalities, split, opt.preprocess, return_fitted=True)
+    if opt.structural not in ("drop", "impute"):
+        raise CgjaxError(f"structural must be 'drop' or 'impute', got {opt.structural!r}")
+    types = raw.clinical["cancer_type"] if raw.clinical is not None and "cancer_type" in raw.clinical else None
+    gaps = quality.structural_gaps(raw.modalities, types)
+    mods, dropped = (quality.drop_structural(raw.modalities, gaps, source=raw.source) if opt.structural == "drop"
+                     else (dict(raw.modalities), {m: [] for m in raw.modalities}))
+    if progress:
+        for m, d in dropped.items():
+            if d:
+                print(f"  {m}: {len(d)} features absent from some cancer type's table dropped", flush=True)
+    features, fitted = preprocess_modalities(mods, split, opt.preprocess, return_fitted=True)
     features = {m: df.rename(columns=str) for m, df in features.items()}
     for m, df in features.items():
         if progress:
@@ -176,6 +198,13 @@ def prepare(raw: RawCohort, options: PrepareOptions | None = None, *, progress: 
     train = {m: df[part[m] == "train"] for m, df in features.items()}
     val = {m: df[part[m] == "val"] for m, df in features.items()}
     embedding = fit_embedding(train, val, opt.embedding, progress=progress)
+    choice = compare_with_pca(embedding, train, val, opt.embedding, choose=opt.embedding_choice)
+    if progress:
+        for m, rec in choice.items():
+            r2 = rec["reconstruction_r2_val"]
+            print(f"  {m}: " + ("no validation rows: autoencoder kept" if r2 is None else
+                              f"validation reconstruction R2 autoencoder {r2['autoencoder']:.3f}, PCA "
+                              f"{r2['pca']:.3f} -> {rec['chosen_method']}"), flush=True)
 
     ids = stub.sample_ids
     data, masks, names = _encode(ids, features, embedding)
@@ -184,6 +213,13 @@ def prepare(raw: RawCohort, options: PrepareOptions | None = None, *, progress: 
         e.info.update(raw_features=int(raw.modalities[m].shape[1]), features=int(df.shape[1]),
                       transform=opt.preprocess.transform_of(m), imputer=opt.preprocess.imputer_of(m),
                       n_samples=int(len(df)), n_test=int((part[m] == "test").sum()))
+        fill = quality.filled_fraction(raw.modalities[m], df, gaps.get(m), types)
+        warns = quality.degenerate_warnings(m, df, types)
+        e.info.update(filled_fraction=fill["filled"], structural_filled_fraction=fill["structural"],
+                      structural_dropped=len(dropped[m]), structural_dropped_features=dropped[m][:20],
+                      warnings=warns)
+        for w in warns:
+            warnings.warn(f"{raw.source}: {w}", stacklevel=2)
         if progress and e.method == "autoencoder":
             ae = e.model
             print(f"  {m}: autoencoder {e.input_dim} -> {list(ae.config.hidden)} -> {e.latent_dim}, "
@@ -197,6 +233,7 @@ def prepare(raw: RawCohort, options: PrepareOptions | None = None, *, progress: 
         "split": {s: int(counts.get(s, 0)) for s in SPLITS}, "split_seed": opt.split_seed,
         "fractions": [float(f) for f in opt.fractions],
         "preprocess": _options_dict(opt.preprocess), "embedding": _options_dict(opt.embedding),
+        "structural": opt.structural, "embedding_choice": opt.embedding_choice,
     }
     return PreparedCohort(cohort, embedding, features, split, fitted)
 
@@ -272,6 +309,15 @@ def summary(prepared: PreparedCohort) -> str:
         lines.append(f"  {m}: {i.get('n_samples')} samples (train {i.get('n_train')}, val {i.get('n_val')}, "
                      f"test {i.get('n_test')}); {i.get('raw_features')} raw -> {i.get('features')} features "
                      f"({i.get('transform')}) -> {e.latent_dim} latents by {what}{extra}")
+        r2 = i.get("reconstruction_r2_val")
+        if r2:
+            lines.append(f"    validation reconstruction R2: autoencoder {r2['autoencoder']:.3f}, PCA {r2['pca']:.3f} "
+                         f"-> {i['chosen_method']}")
+        if "filled_fraction" in i:
+            lines.append(f"    {100 * i['filled_fraction']:.1f}% of cells filled by the imputer "
+                         f"({100 * i['structural_filled_fraction']:.1f}% structural gaps); "
+                         f"{i['structural_dropped']} features absent from some type's table dropped")
+        lines += [f"    warning: {w}" for w in i.get("warnings", [])]
     return "\n".join(lines)
 
 

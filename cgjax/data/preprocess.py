@@ -16,6 +16,8 @@ transform               steps
 ``rna_counts``          the same from counts (or normalised counts, e.g. miniACC RSEM, miRNA)
 ``cna_absolute``        0 -> NaN, log2(CN / 2), clip to [-2, 2]   (Xena ``gene-level_absolute``)
 ``rppa``                median centring per protein (paper) or per sample (reference)
+``zscore``              already z-scored tables (e.g. cBioPortal mRNA z-scores): values as they are,
+                        optionally clipped to [-c, c] (``zscore_clip``) against extreme values
 ``none``                values as they are (e.g. GISTIC calls, slide embeddings)
 ======================  =======================================================================
 
@@ -47,7 +49,7 @@ import pandas as pd
 from cgjax.data.cohort import SPLITS
 from cgjax.errors import CohortError
 
-TRANSFORMS = ("rna_log2_counts", "rna_counts", "cna_absolute", "rppa", "none")
+TRANSFORMS = ("rna_log2_counts", "rna_counts", "cna_absolute", "rppa", "zscore", "none")
 IMPUTERS = ("knn", "median", "none")
 RPPA_MODES = ("per_protein", "per_sample")
 
@@ -260,6 +262,8 @@ class PreprocessOptions:
         ``rna_cpm_strict=False`` is the reference's CPM >= 1.
       rppa_centering: ``per_protein`` (paper) or ``per_sample`` (reference code).
       max_missing: features missing in >= this fraction of train rows are dropped.
+      zscore_clip: for ``zscore`` modalities, clip values to [-zscore_clip, zscore_clip] (None:
+        no clipping).
     """
 
     transforms: Mapping[str, str] = dataclasses.field(default_factory=_default_transforms)
@@ -271,6 +275,7 @@ class PreprocessOptions:
     rna_cpm_strict: bool = True
     rppa_centering: str = "per_protein"
     max_missing: float = 0.10
+    zscore_clip: float | None = None
 
     def transform_of(self, name: str) -> str:
         t = self.transforms.get(name, "none")
@@ -296,6 +301,7 @@ class FittedModality:
       rppa_medians: per-protein train medians (``per_protein`` only).
       features: columns kept after the transform and the sparse-feature filter.
       imputer: fitted on the kept columns of the transformed train rows.
+      clip: ``zscore`` only: the clipping bound (None: none).
     """
 
     name: str
@@ -305,9 +311,10 @@ class FittedModality:
     rppa_medians: pd.Series | None
     features: pd.Index
     imputer: FittedImputer
+    clip: float | None = None
 
 
-def _transform(df: pd.DataFrame, transform: str, genes, rppa_mode, rppa_medians) -> pd.DataFrame:
+def _transform(df: pd.DataFrame, transform: str, genes, rppa_mode, rppa_medians, clip=None) -> pd.DataFrame:
     if transform in ("rna_log2_counts", "rna_counts"):
         counts = rna_log2_to_counts(df) if transform == "rna_log2_counts" else df.astype(np.float64)
         # CPM uses every gene's counts (library size before filtering), as the reference does.
@@ -318,6 +325,8 @@ def _transform(df: pd.DataFrame, transform: str, genes, rppa_mode, rppa_medians)
         if rppa_mode == "per_protein":
             return df.astype(np.float64) - rppa_medians.reindex(df.columns)
         return rppa_center(df, mode="per_sample")
+    if transform == "zscore" and clip is not None:
+        return df.astype(np.float64).clip(-clip, clip)
     return df.astype(np.float64)
 
 
@@ -334,6 +343,9 @@ def fit_modality(name: str, train_df: pd.DataFrame,
     if len(train_df) == 0:
         raise CohortError(f"modality '{name}': no training sample has it; nothing to fit on")
     genes = rppa_mode = rppa_medians = None
+    clip = opt.zscore_clip if transform == "zscore" else None
+    if clip is not None and not clip > 0:
+        raise CohortError(f"modality '{name}': zscore_clip must be > 0, got {clip}")
     try:
         if transform in ("rna_log2_counts", "rna_counts"):
             counts = rna_log2_to_counts(train_df) if transform == "rna_log2_counts" else train_df
@@ -348,7 +360,7 @@ def fit_modality(name: str, train_df: pd.DataFrame,
             rppa_mode = opt.rppa_centering
             if rppa_mode == "per_protein":
                 rppa_medians = train_df.astype(np.float64).median(axis=0, skipna=True)
-        x = _transform(train_df, transform, genes, rppa_mode, rppa_medians)
+        x = _transform(train_df, transform, genes, rppa_mode, rppa_medians, clip)
         features = drop_sparse_features(x, opt.max_missing)
         if len(features) == 0:
             raise CohortError(f"every feature is missing in >= {opt.max_missing:.0%} of train samples")
@@ -356,7 +368,7 @@ def fit_modality(name: str, train_df: pd.DataFrame,
     except CohortError as e:
         raise CohortError(f"modality '{name}': {e}") from None
     return FittedModality(name=name, transform=transform, genes=genes, rppa_mode=rppa_mode,
-                          rppa_medians=rppa_medians, features=features, imputer=imputer)
+                          rppa_medians=rppa_medians, features=features, imputer=imputer, clip=clip)
 
 
 def apply_modality(fitted: FittedModality, df: pd.DataFrame) -> pd.DataFrame:
@@ -365,7 +377,7 @@ def apply_modality(fitted: FittedModality, df: pd.DataFrame) -> pd.DataFrame:
     A feature the fit kept but ``df`` lacks is treated as missing (and imputed).
     """
     try:
-        x = _transform(df, fitted.transform, fitted.genes, fitted.rppa_mode, fitted.rppa_medians)
+        x = _transform(df, fitted.transform, fitted.genes, fitted.rppa_mode, fitted.rppa_medians, fitted.clip)
         x = apply_imputer(fitted.imputer, x.reindex(columns=fitted.features))
     except CohortError as e:
         raise CohortError(f"modality '{fitted.name}': {e}") from None
@@ -429,7 +441,7 @@ def save_preprocess(fitted: Mapping[str, FittedModality], directory) -> Path:
                  "rppa_mode": f.rppa_mode,
                  "rppa_medians": None if f.rppa_medians is None else
                  {str(k): float(v) for k, v in f.rppa_medians.items()},
-                 "features": [str(c) for c in f.features], "imputer": imp.kind}
+                 "features": [str(c) for c in f.features], "imputer": imp.kind, "clip": f.clip}
         if imp.kind == "knn":
             entry["n_neighbors"] = int(imp.model.n_neighbors)
             np.savez(directory / f"{name}.npz", fit_X=imp.model._fit_X)  # what KNNImputer.fit keeps
@@ -467,7 +479,8 @@ def load_preprocess(directory) -> dict[str, FittedModality]:
         out[name] = FittedModality(name=name, transform=e["transform"],
                                    genes=None if e["genes"] is None else pd.Index(e["genes"]),
                                    rppa_mode=e["rppa_mode"], rppa_medians=medians, features=features,
-                                   imputer=FittedImputer(kind=e["imputer"], columns=features, model=model))
+                                   imputer=FittedImputer(kind=e["imputer"], columns=features, model=model),
+                                   clip=e.get("clip"))
     return out
 
 

@@ -30,12 +30,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cgjax.ensemble import sample_target
-from cgjax.evaluate import baselines
+from cgjax.evaluate import baselines, probabilistic
+from cgjax.evaluate.probabilistic import PROBABILISTIC_METHODS
 from cgjax.sampling.options import SampleOptions
 from cgjax.scoring import metrics, stats
 
 Sampler = Callable[..., object]
 POINT_METHODS = ("knn", "iterative", "mean", "oracle_mean")
+BASELINES = POINT_METHODS + PROBABILISTIC_METHODS  # what ``point_sets="full"`` restricts
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -149,38 +151,60 @@ class OracleSampler:
 
 
 class BaselineSampler:
-    """A classical imputer fitted on the train set (:mod:`cgjax.evaluate.baselines`), as a point
-    sampler. ``kind``: knn (k = 5, the reference's baseline), iterative (regression on the given
-    modalities) or mean. ``rows="complete_case"`` (default) fits on the train rows that have the
-    target and every given modality; ``"all"`` lets the imputers use incomplete rows too (much
-    slower: the iterative imputer then runs MICE rounds over the given block). Deterministic, so
-    results are cached per (target, given set)."""
+    """A classical imputer fitted on the train set, as a sampler.
 
-    def __init__(self, train: Mapping[str, np.ndarray], kind: str = "knn", *, rows: str = "complete_case", **kwargs):
-        if kind not in ("knn", "iterative", "mean"):
-            raise ValueError(f"kind must be knn, iterative or mean, got {kind!r}")
+    Point predictors (:mod:`cgjax.evaluate.baselines`, R identical replicates; deterministic, so
+    cached per (target, given set)): ``knn`` (k = 5, the reference's baseline), ``iterative``
+    (regression on the given modalities), ``mean``. Probabilistic baselines
+    (:mod:`cgjax.evaluate.probabilistic`, R draws like our samplers): ``gaussian_sample``
+    (regression + residual covariance), ``gaussian_type_sample`` (one such model per cancer type:
+    needs ``train_types`` and ``test_types``), ``mice_sample`` (IterativeImputer with posterior
+    draws), ``knn_sample`` (one of the 5 nearest neighbours' profiles). ``rows="complete_case"``
+    (default) fits on the train rows that have the target and every given modality; ``"all"`` lets
+    the imputers use incomplete rows too (much slower: the iterative imputers then run MICE rounds
+    over the given block). Further keyword arguments go to the imputer function."""
+
+    def __init__(self, train: Mapping[str, np.ndarray], kind: str = "knn", *, rows: str = "complete_case",
+                 train_types=None, test_types=None, **kwargs):
+        if kind not in POINT_METHODS[:3] + PROBABILISTIC_METHODS:
+            raise ValueError(f"kind must be one of {POINT_METHODS[:3] + PROBABILISTIC_METHODS}, got {kind!r}")
         if rows not in ("complete_case", "all"):
             raise ValueError(f"rows must be 'complete_case' or 'all', got {rows!r}")
+        if kind == "gaussian_type_sample":
+            if train_types is None or test_types is None:
+                raise ValueError("gaussian_type_sample needs train_types and test_types (cancer types)")
+            kwargs.update(train_types=np.asarray(train_types), test_types=np.asarray(test_types))
         self.train, self.kind, self.rows, self.kwargs = train, kind, rows, kwargs
+        self.point = kind in POINT_METHODS
         self._cache: dict = {}
 
     def __call__(self, target, given, *, replicates=1, seed=0, unconditional=False):
         names = [m for m in self.train if m in given and m != target]
         n = len(next(iter(given.values())))
         if unconditional or not names:
-            x = np.broadcast_to(np.nanmean(self.train[target], axis=0), (n, self.train[target].shape[1]))
-            return np.broadcast_to(x, (replicates, *x.shape)).astype(np.float32)
+            if self.point:
+                x = np.broadcast_to(np.nanmean(self.train[target], axis=0), (n, self.train[target].shape[1]))
+                return np.broadcast_to(x, (replicates, *x.shape)).astype(np.float32)
+            names = []
         key = (target, tuple(names), n, tuple(float(np.nansum(given[m])) for m in names))
-        if key not in self._cache:
-            train = self.train
-            if self.rows == "complete_case":
-                keep = np.all([_present(self.train[m]) for m in names + [target]], axis=0)
-                train = {m: self.train[m][keep] for m in names + [target]}
+        if self.point and key in self._cache:
+            return np.broadcast_to(self._cache[key], (replicates, n, self._cache[key].shape[1])).astype(np.float32)
+        train, kwargs = self.train, dict(self.kwargs)
+        if self.rows == "complete_case":
+            keep = np.all([_present(self.train[m]) for m in names + [target]], axis=0)
+            train = {m: self.train[m][keep] for m in names + [target]}
+            if "train_types" in kwargs:
+                kwargs["train_types"] = kwargs["train_types"][keep]
+        test = {m: given[m] for m in names}
+        if self.point:
             fn = {"knn": baselines.knn_impute, "iterative": baselines.iterative_impute,
                   "mean": baselines.mean_impute}[self.kind]
-            self._cache[key] = fn(train, {m: given[m] for m in names}, names, target, **self.kwargs)
-        x = self._cache[key]
-        return np.broadcast_to(x, (replicates, *x.shape)).astype(np.float32)
+            self._cache[key] = fn(train, test, names, target, **kwargs)
+            return np.broadcast_to(self._cache[key], (replicates, n, self._cache[key].shape[1])).astype(np.float32)
+        fn = {"gaussian_sample": probabilistic.gaussian_conditional_sample,
+              "gaussian_type_sample": probabilistic.gaussian_conditional_sample,
+              "mice_sample": probabilistic.mice_sample, "knn_sample": probabilistic.knn_sample}[self.kind]
+        return fn(train, test, names, target, replicates=replicates, seed=seed, n_rows=n, **kwargs)
 
 
 # ---- scoring ------------------------------------------------------------------------------------
@@ -190,12 +214,16 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
 
     r2_mean, r2_std: pooled R2 (def. A) per replicate, mean and std (ddof 0); r2_replicates: the R
     values; variance_pct: output variance as % of the real variance (docs/reference.md 5.3, ddof 0);
-    r2_of_mean: R2 of the replicate mean; energy_score: mean over rows (a point mass when R = 1 or
-    the replicates are identical: mean distance to the truth); coverage_range: fraction of entries
-    inside the range [min, max] of their R replicates, and coverage_range_expected = (R - 1) / (R + 1),
-    its expectation for a calibrated sampler (:func:`cgjax.scoring.metrics.range_coverage`);
-    variance_ratio (with ``posterior_var``):
+    r2_of_mean: R2 of the replicate mean; energy_score: mean over rows; coverage_range: fraction of
+    entries inside the range [min, max] of their R replicates, and coverage_range_expected =
+    (R - 1) / (R + 1), its expectation for a calibrated sampler
+    (:func:`cgjax.scoring.metrics.range_coverage`); variance_ratio (with ``posterior_var``):
     replicate variance (ddof 1) over the oracle's posterior variance (about 1 when calibrated).
+
+    A point prediction (R = 1, or R identical replicates) has no energy score or coverage: the
+    energy score of a point mass is its mean distance to the truth and its interval is empty, so
+    neither is comparable with a distribution's. It gets ``mean_distance`` (mean over rows of the
+    Euclidean distance to the truth) instead, for the R2 / point tables.
     """
     samples = np.asarray(samples, np.float64)
     truth = np.asarray(truth, np.float64)
@@ -207,10 +235,10 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
            "r2_of_mean": float(metrics.r2_pooled(truth, samples.mean(axis=0)))}
     if not identical:
         rec["energy_score"] = float(metrics.energy_score(samples, truth).mean())
+        rec["coverage_range"] = metrics.range_coverage(samples, truth)
+        rec["coverage_range_expected"] = metrics.expected_range_coverage(R)
     else:
-        rec["energy_score"] = float(np.linalg.norm(samples[0] - truth, axis=1).mean())
-    rec["coverage_range"] = metrics.range_coverage(samples, truth)
-    rec["coverage_range_expected"] = metrics.expected_range_coverage(R)
+        rec["mean_distance"] = float(np.linalg.norm(samples[0] - truth, axis=1).mean())
     if posterior_var is not None:
         rec["variance_ratio"] = 0.0 if identical else float(metrics.variance_ratio(samples, posterior_var))
     return rec
@@ -261,11 +289,13 @@ def reconstruction_study(samplers: Mapping[str, Sampler], test: Mapping[str, np.
 
     samplers: method name -> sampler (``single`` is only run for one-modality given sets; the
       names in :data:`POINT_METHODS` are point predictors and are run with one replicate, then
-      scored as R identical ones). test: modality -> f32[N, D] standardised complete rows.
+      scored as R identical ones; every other sampler draws R replicates). test: modality ->
+      f32[N, D] standardised complete rows.
     given_sets: per target the condition sets (default: every non-empty subset of the others).
     oracle: when given, its posterior variance gives every record a ``variance_ratio``.
     cancer_types: str[N] per test row; gives the per-cancer table for the full given sets.
-    point_sets: "all" runs the point predictors on every given set, "full" only on the full one.
+    point_sets: "all" runs the baselines (point predictors and the probabilistic baselines) on every
+      given set, "full" only on the full one.
     """
     modalities = list(modalities or test)
     jobs = []
@@ -277,7 +307,7 @@ def reconstruction_study(samplers: Mapping[str, Sampler], test: Mapping[str, np.
             for name in samplers:
                 if name == "single" and len(g) != 1:
                     continue
-                if name in POINT_METHODS and point_sets == "full" and not full:
+                if name in BASELINES and point_sets == "full" and not full:
                     continue
                 jobs.append((t, g, name, full))
     records, per_cancer, samples = [], [], {}

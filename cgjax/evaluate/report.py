@@ -8,7 +8,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-METHOD_ORDER = ("single", "multi", "coherent", "knn", "iterative", "mean", "oracle_mean", "oracle_sample")
+METHOD_ORDER = ("single", "multi", "coherent", "gaussian_sample", "gaussian_type_sample", "mice_sample", "knn_sample",
+                "knn", "iterative", "mean", "oracle_mean", "oracle_sample")
 
 
 def _fmt(rec: dict | None, key="r2_mean", std="r2_std") -> str:
@@ -57,6 +58,8 @@ def reconstruction_markdown(records: list[dict]) -> str:
 
 
 def energy_markdown(records: list[dict]) -> str:
+    """Energy score / 90% coverage of the methods that draw (point predictors have neither:
+    :func:`cgjax.evaluate.reconstruction.score_samples`)."""
     df = pd.DataFrame([r for r in records if "energy_score" in r])
     if df.empty:
         return ""
@@ -127,12 +130,14 @@ def table1_markdown(records: list[dict]) -> str:
 
 
 def calibration_markdown(records: list[dict]) -> str:
-    """Per target (all other modalities given) and method: R2 of the replicate mean, energy score,
-    range coverage and its calibrated expectation, variance ratio to the oracle posterior, rejected %."""
+    """Per target (all other modalities given) and method that draws: R2 of the replicate mean,
+    energy score, range coverage and its calibrated expectation, variance ratio to the oracle
+    posterior, rejected %. Point predictors are left out (their energy score would be their mean
+    distance to the truth)."""
     full = _full_sets(records)
     rows = []
     for r in records:
-        if len(r["given"]) != full[r["target"]]:
+        if len(r["given"]) != full[r["target"]] or "energy_score" not in r:
             continue
         rows.append([r["target"], r["method"], _num(r.get("r2_of_mean")), _num(r.get("energy_score")),
                      _num(r.get("coverage_range"), 2), _num(r.get("coverage_range_expected"), 2),
@@ -165,6 +170,16 @@ def tests_markdown(tests: pd.DataFrame, keys: Sequence[str]) -> str:
         rows.append([r[k] for k in keys] + [f"{r['method_a']} − {r['method_b']}", _num(r["mean_diff"], 4, True),
                                              _p(r["p"]), _p(r["p_corrected"]), "yes" if r["reject"] else "no"])
     return _table(keys + ["comparison", "mean diff", "p", "p corrected", "significant"], rows)
+
+
+def feature_space_markdown(summary: pd.DataFrame) -> str:
+    """Rows target x method: pooled R² of a draw, of the replicate mean, mean per-feature R²."""
+    if summary is None or summary.empty:
+        return "_not computed (no target with complete train and test rows in the feature tables)_"
+    rows = [[r["target"], r["method"], _num(r["r2_draw"]), _num(r["r2_of_mean"]), _num(r["r2_feature_mean"]),
+             r["n_features"]] for r in summary.to_dict("records")]
+    return _table(["target", "method", "R² per draw", "R² of replicate mean", "mean per-feature R²", "features"],
+                  rows)
 
 
 def predictive_markdown(summary: pd.DataFrame) -> str:
@@ -261,10 +276,18 @@ def full_report(res: Mapping, *, figures: Mapping[str, str], header: Sequence[st
               "Pooled R² (definition A, standardised scale), mean ± std (ddof 0) over replicates; in brackets the "
               "output variance as % of the real variance. `oracle_sample` (exact posterior draws) is what a "
               "perfectly calibrated sampler scores; `oracle_mean` (the posterior mean) is the best any point "
-              "prediction can do. KNN and iterative imputation are fitted on the train set.", "",
+              "prediction can do. The baselines are fitted on the train set: point predictors (`knn`, "
+              "`iterative`, `mean`) and probabilistic baselines drawing as many replicates as our samplers "
+              "(`gaussian_sample`: regression + residual covariance; `gaussian_type_sample`: one per cancer type, "
+              "which our samplers are not told; `mice_sample`: IterativeImputer posterior draws; `knn_sample`: "
+              "one of the 5 nearest training profiles).", "",
               "### Table 1: each target from the other modalities", "", table1_markdown(rec.records), "",
               fig("reconstruction", "reconstruction R2"),
               "### Calibration (all other modalities given)", "",
+              "Only methods that draw are compared here. A point predictor's energy score is just its mean "
+              "distance to the truth (that of a point mass), so beating it shows only that spread helps, not "
+              "that a sampler beats an imputer that models its uncertainty: the probabilistic baselines are that "
+              "comparison (a point predictor's `mean_distance` is in metrics.json). "
               "Energy score: lower is better (a proper scoring rule: the exact posterior is optimal). Range "
               "coverage: fraction of true values inside the range [min, max] of their R replicates; a calibrated "
               "sampler covers (R − 1) / (R + 1) in expectation (0.82 for R = 10; the next column), less when "
@@ -276,6 +299,14 @@ def full_report(res: Mapping, *, figures: Mapping[str, str], header: Sequence[st
               "### Per cancer type (R² definition C, all other modalities given, replicate mean)", "",
               per_cancer_markdown(rec.per_cancer), "",
               "### Table S2: every subset of given modalities", "", reconstruction_markdown(rec.records), ""]
+    fs = res.get("feature_space")
+    if fs is not None:
+        L += ["### Feature space (prepared cohort: draws decoded to features)", "",
+              "Each target from all other modalities, decoded by the cohort's embedding and scored against the "
+              "real preprocessed features (standardised by their train mean and std). `ridge` and `train mean` are "
+              "fitted in feature space on the train rows; `ceiling` is decode(encode(truth)), the best any "
+              "latent-space method can reach. Per-gene / per-protein R² in feature_space_per_feature.csv.", "",
+              feature_space_markdown(fs["summary"]), ""]
     if "manifold" in figures:
         L += ["## 2. Manifold (Fig 1)", "", fig("manifold", f"{embedding.upper()} of real vs reconstructed profiles"), ""]
     pred = res.get("predictive")

@@ -21,14 +21,18 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from cgjax.data import Scalers, align_features, fit_scalers, split_cohort
+from cgjax._atomic import atomic_file, check_replaceable, claim_output_dir
+from cgjax.data import Scalers, align_features, fit_scalers, read_cohort, split_cohort
+from cgjax.data.prepare import FEATURES_DIR
 from cgjax.data.split import apply_split_record
 from cgjax.datasets import default_law
 from cgjax.datasets.synthetic import CANCER_TYPES, MODALITIES
+from cgjax.embedding import EMBEDDING_DIR, META_FILE, load_embedding
 from cgjax.errors import CgjaxError, CohortError
 from cgjax.evaluate import counterfactual as cf_mod
 from cgjax.evaluate import downstream as ds_mod
 from cgjax.evaluate import figures, predictive, privacy, report
+from cgjax.evaluate.feature_space import feature_space_study
 from cgjax.evaluate.reconstruction import (BaselineSampler, ModelSampler, OracleSampler, reconstruction_anova,
                                            reconstruction_study)
 from cgjax.sampling.coherent import RejectionConfig
@@ -48,7 +52,9 @@ class EvalConfig:
     runs: int = 10  # downstream and counterfactual runs (forests re-seeded, generations redrawn)
     seed: int = 0
     methods: tuple = ("single", "multi", "coherent")  # our samplers
-    baselines: tuple = ("knn", "iterative")  # classical imputers beside them
+    # classical imputers beside them: point predictors (knn, iterative, mean: R2 tables only) and
+    # probabilistic baselines drawing R replicates (gaussian_sample, gaussian_type_sample, mice_sample, knn_sample)
+    baselines: tuple = ("knn", "iterative", "gaussian_sample", "mice_sample", "knn_sample")
     baseline_rows: str = "complete_case"  # train rows the imputers are fitted on ("complete_case" | "all")
     baseline_sets: str = "all"  # given sets the imputers run on ("all" | "full")
     given_sets: str = "all"  # reconstruction condition sets ("all": every non-empty subset | "full")
@@ -78,7 +84,7 @@ class EvalConfig:
         """``paper`` (defaults), ``reference`` (the authors' code: 100 trees, disagreement score,
         zero ablation, softmax weights, 10% rejection) or ``quick`` (2 CPU cores in minutes: 3
         replicates and runs, 30 trees, small survival forests on 30-day time bins, PCA figures
-        only where UMAP is not needed)."""
+        only where UMAP is not needed, no mice_sample baseline)."""
         if name == "paper":
             base = {}
         elif name == "reference":
@@ -86,6 +92,7 @@ class EvalConfig:
                         weighting="softmax_inverse_mse", reject_fraction=0.10)
         elif name == "quick":
             base = dict(replicates=3, runs=3, rf_trees=30, n_random=10, rsf_time_bin=30.0,
+                        baselines=("knn", "iterative", "gaussian_sample", "knn_sample"),  # mice_sample: slow
                         rsf=dict(n_estimators=10, max_depth=6, max_features="sqrt", min_samples_split=10,
                                  min_samples_leaf=10))
         else:
@@ -212,12 +219,32 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
             raise CgjaxError("the synthetic law's modalities do not match the models'")
         data.notes.append("Oracle: the cohort is the synthetic cohort; its exact posterior (`default_law`) gives the "
                           "`oracle_mean` and `oracle_sample` rows.")
+    fspace = _feature_space_inputs(cohort, data)
     n_models = sum(len(g.specs) for g in ms.groups.values())
     header = [f"Models: {n_models} (hidden {ms.arch.hidden}, {ms.arch.n_layers} layers, T = {ms.schedule_cfg.timesteps}, "
               f"{ms.train_cfg.epochs} epochs)."]
     identity = json.dumps([ms.val_metrics, ms.scalers], sort_keys=True, default=str)  # which trained models
     return run_evaluation(data, model_samplers(ms, cfg), out, cfg, law=law, progress=progress,
-                          header=header, source=str(cohort.source), identity=identity)
+                          header=header, source=str(cohort.source), identity=identity,
+                          feature_space=fspace)
+
+
+def _feature_space_inputs(cohort, data: EvalData) -> dict | None:
+    """For a cohort written by ``cgjax prepare`` with ``--write-features`` (an ``embedding/`` and a
+    ``features/`` directory beside the latents): the embedding, the feature cohort and the train
+    ids, for :func:`cgjax.evaluate.feature_space.feature_space_study`. None otherwise (with a note
+    when the embedding is there but the features are not)."""
+
+    root = Path(str(cohort.source))
+    if not root.is_dir() or not (root / EMBEDDING_DIR / META_FILE).exists():
+        return None
+    if not (root / FEATURES_DIR).is_dir():
+        data.notes.append("Feature space: the cohort was prepared without --write-features, so the decoded draws "
+                          "cannot be scored against the real features.")
+        return None
+    split = pd.Series(cohort.label("split")).astype(str).to_numpy()
+    return {"embedding": load_embedding(root / EMBEDDING_DIR), "features": read_cohort(root / FEATURES_DIR),
+            "train_ids": np.asarray(cohort.sample_ids)[split == "train"]}
 
 
 def _clean(obj):
@@ -243,10 +270,14 @@ def _records(df: pd.DataFrame | None) -> list:
 
 
 def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | None = None, *, law=None,
-                   progress: bool = True, header: Sequence[str] = (), source: str = "", identity: str = "") -> dict:
+                   progress: bool = True, header: Sequence[str] = (), source: str = "", identity: str = "",
+                   feature_space: Mapping | None = None) -> dict:
     """Every step of ``cfg.steps`` on prepared data with the given samplers (name -> sampler; the
     names single/multi/coherent are ours). With ``law`` (the synthetic law) the oracle samplers are
-    added. Writes out/report.md, out/metrics.json, out/*.csv, out/figures/*.png.
+    added. With ``feature_space`` ({"embedding", "features" (the feature cohort), "train_ids"}:
+    a prepared cohort) the reconstruction is also decoded and scored in feature space
+    (:mod:`cgjax.evaluate.feature_space`). Writes out/report.md, out/metrics.json, out/*.csv,
+    out/figures/*.png.
 
     ``out`` must be absent, empty, or an earlier evaluation's directory (it holds
     ``cgjax_evaluation.json``). Each step's results are written as soon as it completes (the files
@@ -294,7 +325,12 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
                 only_full = step != "reconstruction" or cfg.given_sets == "full"
                 recon_samplers = dict(samplers)
                 if step == "reconstruction":
-                    recon_samplers.update({b: BaselineSampler(data.train, b, rows=cfg.baseline_rows)
+                    types = {"train_types": data.labels_train.get("cancer_type"),
+                             "test_types": cancer} if "gaussian_type_sample" in cfg.baselines else {}
+                    if types and (types["train_types"] is None or cancer is None):
+                        raise CgjaxError("baseline gaussian_type_sample needs the cohort's cancer_type labels")
+                    recon_samplers.update({b: BaselineSampler(data.train, b, rows=cfg.baseline_rows,
+                                                              **(types if b == "gaussian_type_sample" else {}))
                                            for b in cfg.baselines})
                     if law is not None:
                         recon_samplers.update({"oracle_mean": oracle_m, "oracle_sample": oracle_s})
@@ -307,6 +343,11 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
                 full_samples = rr.samples
                 if step == "reconstruction":
                     res["reconstruction"] = rr
+                    if feature_space is not None:
+
+                        res["feature_space"] = feature_space_study(
+                            rr.samples, data.scalers, feature_space["embedding"], feature_space["features"],
+                            feature_space["train_ids"], data.test_ids, mods)
                     figs["reconstruction"] = figures.reconstruction_figure(rr.records, out / "figures" / "reconstruction.png")
             if step == "manifold":
                 names = [m for m in gen_plus if all(m in full_samples.get(t, {}) for t in mods)]
@@ -378,7 +419,6 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
 
 def _write_all(out: Path, res, cfg, data, notes, seconds, figs, source, samplers, header, report) -> dict:
     """metrics.json, the CSVs and report.md of the steps done so far."""
-    from cgjax._atomic import atomic_file
 
     metrics = _write_outputs(out, res, cfg, data, notes, seconds, figs, source)
     mods = list(data.modalities)
@@ -434,7 +474,6 @@ def _resume_key(data: EvalData, samplers: Mapping, cfg: EvalConfig, law, header,
 def _open_output(out: Path, key: str) -> tuple[Path, list]:
     """Claim ``out`` (absent, empty, or an earlier evaluation's) and return the steps an earlier run
     of the same evaluation completed there (their results are reused)."""
-    from cgjax._atomic import check_replaceable, claim_output_dir
 
     out = check_replaceable(out, MARKER, "cgjax evaluation directory")
     done = []
@@ -450,7 +489,6 @@ def _open_output(out: Path, key: str) -> tuple[Path, list]:
 
 
 def _mark_done(out: Path, key: str, done: list, step: str) -> list:
-    from cgjax._atomic import claim_output_dir
 
     done = [*done, step]
     claim_output_dir(out, MARKER, "cgjax evaluation directory", {"key": key, "completed": done})
@@ -460,7 +498,6 @@ def _mark_done(out: Path, key: str, done: list, step: str) -> list:
 def _save_step(out: Path, step: str, payload: dict) -> None:
     import pickle
 
-    from cgjax._atomic import atomic_file
 
     with atomic_file(out / STEP_DIR / f"{step}.pkl") as tmp:
         tmp.write_bytes(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
@@ -492,6 +529,11 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
         metrics["reconstruction"] = _clean(rec.records)
         metrics["reconstruction_per_cancer"] = _records(rec.per_cancer)
         metrics["reconstruction_tests"] = _records(rec.tests)
+    fs = res.get("feature_space")
+    if fs is not None:
+        fs["summary"].to_csv(out / "feature_space.csv", index=False)
+        fs["per_feature"].to_csv(out / "feature_space_per_feature.csv", index=False)
+        metrics["feature_space"] = _records(fs["summary"])
     pred = res.get("predictive")
     if pred is not None:
         pred["frame"].to_csv(out / "predictive.csv", index=False)
@@ -525,7 +567,6 @@ def _write_outputs(out: Path, res: dict, cfg: EvalConfig, data: EvalData, notes,
         pv.dcr.to_csv(out / "privacy_dcr.csv", index=False)
         metrics["privacy"] = _records(pv.table)
         metrics["privacy_dcr"] = _records(pv.dcr)
-    from cgjax._atomic import atomic_file
 
     with atomic_file(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
