@@ -40,7 +40,7 @@ from cgjax.data.cohort import Cohort
 from cgjax.datasets.synthetic import (DEFAULT_N_SAMPLES, SyntheticLaw, _latent_moments, _latent_params,
                                       _stage_params, _survival_params, default_law, synthetic_tcga)
 
-__all__ = ["LawSpec", "ZooLaw", "ZOO", "law", "random_spec", "build_law"]
+__all__ = ["LawSpec", "ZooLaw", "ZOO", "law", "random_spec", "build_law", "pattern_probs"]
 
 
 @dataclasses.dataclass(frozen=True)
