@@ -1,7 +1,8 @@
 """Are cgjax's samples calibrated on cohorts it was never tuned on? A grid over the zoo of laws.
 
 For every law of ``--laws`` (names of ``cgjax.datasets.zoo.ZOO`` or int seeds) and every cohort size
-of ``--sizes``: draw the cohort, train a model set with the library (``cgjax.pipeline.train``), and
+of ``--sizes``: draw the cohort, train a model set with the library (``cgjax.pipeline.train``; the
+same number of optimiser steps, ``--train-steps``, at every size), and
 impute ``--target`` (default: each law's first modality) for the complete test rows from every
 other modality, with each method (single, multi, coherent) and each sampler:
 
@@ -30,7 +31,7 @@ sampler with <= 50 network evaluations within 2% of the ancestral energy score.
 Usage:
   python experiments/calibration.py --quick --out /tmp/calibration      # ~10 min on 2 CPU cores
   python experiments/calibration.py --laws issue11 two_wide five_narrow large 0 1 2 \\
-      --sizes 500 3000 30000 --epochs 300 --timesteps 1000 --steps 10 20 50 --out results/calibration
+      --sizes 500 3000 30000 --train-steps 6000 --timesteps 1000 --steps 10 20 50 --out results/calibration
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ from cgjax.sampling.solvers import SolverConfig
 
 METHODS = ("single", "multi", "coherent")
 QUICK = dict(laws=("issue11", "two_wide"), sizes=(1000, 3000), methods=METHODS, steps=(10,), timesteps=100,
-             epochs=60, hidden=128, n_layers=3, max_rows=150, coverage_replicates=50)
+             train_steps=1500, hidden=128, n_layers=3, max_rows=150, coverage_replicates=50)
 FULL = dict(laws=tuple(zoo.ZOO), sizes=(500, 3000, 30000), methods=METHODS, steps=(10, 20, 50), timesteps=1000,
-            epochs=300, hidden=256, n_layers=3, max_rows=500, coverage_replicates=100)
+            train_steps=6000, hidden=256, n_layers=3, max_rows=500, coverage_replicates=100)
 TRAIN = dict(batch_size=256, steps_per_call=50, learning_rate=3e-3, lr_schedule="cosine")
 
 
@@ -84,13 +85,15 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     cohort = member.cohort(seed=args.seed)
     target = args.target or member.modalities[0]
     t0 = time.time()
-    train_cfg = TrainConfig(**{**TRAIN, "epochs": args.epochs, "eval_every": args.epochs, "seed": args.seed,
+    split = split_cohort(cohort, seed=42)  # the split pipeline.train uses (its default split_seed)
+    test_c, train_c = split.split("test"), split.split("train")
+    # The same number of optimiser steps at every cohort size (epochs of the whole train split).
+    epochs = args.epochs or max(1, -(-args.train_steps * TRAIN["batch_size"] // train_c.n_samples))
+    train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed,
                                "select_by": args.select_by, "ema_decay": args.ema_decay})
     ms = pipeline.train(cohort, None, arch=ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32),
                         schedule_cfg=ScheduleConfig(timesteps=args.timesteps), train_cfg=train_cfg, progress=False)
     t_train = time.time() - t0
-    split = split_cohort(cohort, seed=42)  # the split pipeline.train used (its default split_seed)
-    test_c, train_c = split.split("test"), split.split("train")
     test = pipeline.scaled_inputs(ms, test_c)
     rows = slice(0, min(args.max_rows, test_c.n_samples))
     test = {m: v[rows] for m, v in test.items()}
@@ -110,7 +113,7 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     mice = iterative_impute(train, given, given_names, target)
 
     base = dict(law=member.name, n_samples=n_samples, target=target, dims=member.describe()["dims"],
-                n_rows=len(y), train_seconds=round(t_train, 1))
+                n_rows=len(y), epochs=epochs, train_seconds=round(t_train, 1))
     na = dict.fromkeys(("variance_ratio", "energy_excess_pct", "energy_excess_se_pct", "coverage", "pit_deviation",
                         "pit_centre_excess"), np.nan)
     rec = lambda method, sampler, scores: {**base, "method": method, "sampler": sampler, **scores}
@@ -213,7 +216,9 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", default=None, choices=METHODS)
     ap.add_argument("--steps", type=int, nargs="+", default=None, help="K of the accelerated samplers")
     ap.add_argument("--timesteps", type=int, default=None, help="T of the schedule")
-    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--train-steps", type=int, default=None,
+                    help="optimiser steps (batch 256) per model; epochs follow from the train split's size")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs instead of --train-steps")
     ap.add_argument("--hidden", type=int, default=None)
     ap.add_argument("--n-layers", type=int, default=None)
     ap.add_argument("--select-by", default="mse", choices=("mse", "energy"))
@@ -227,7 +232,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     preset = QUICK if args.quick else FULL
     for k, v in preset.items():
-        if getattr(args, k, None) is None:
+        if getattr(args, k, None) is None and not (k == "train_steps" and args.epochs):
             setattr(args, k, v)
     if args.coverage_replicates < max(args.replicates, 2):
         ap.error("--coverage-replicates must be >= --replicates")
