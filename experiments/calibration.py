@@ -237,12 +237,15 @@ def main(argv=None):
     if args.coverage_replicates < max(args.replicates, 2):
         ap.error("--coverage-replicates must be >= --replicates")
     solvers = samplers([k for k in args.steps if k <= args.timesteps])
+    command = "python experiments/calibration.py " + " ".join(sys.argv[1:] if argv is None else argv)
     records = []
     for law_name in args.laws:
         for n in args.sizes:
             records += run_cell(law_name, n, args, solvers)
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(records).to_csv(Path(args.out) / "calibration.csv", index=False)  # after every cell
     df = pd.DataFrame(records)
-    write_outputs(df, Path(args.out), "python experiments/calibration.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    write_outputs(df, Path(args.out), command)
     return df
 
 
