@@ -114,3 +114,30 @@ def test_pit_ranks_and_uniformity_by_hand():
         cal.pit_ranks(np.zeros((3, 2)), y)
     with pytest.raises(ValueError, match="no gap"):
         cal.gap_closed(y, y, y, y)
+
+
+def test_experiment_checks_the_issue_targets():
+    """experiments/calibration.py's target check: met, missed (with the numbers), and the accelerated
+    sampler's 2% energy criterion relative to the ancestral sampler."""
+    import importlib.util
+    import pathlib
+
+    import pandas as pd
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "calibration.py"
+    spec = importlib.util.spec_from_file_location("calibration_experiment", path)
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    row = lambda law, n, method, sampler, ratio, excess, gap: dict(
+        law=law, n_samples=n, method=method, sampler=sampler, variance_ratio=ratio, energy_excess_pct=excess,
+        gap_closed=gap)
+    df = pd.DataFrame([
+        row("a", 3000, "multi", "ancestral", 1.1, 3.0, 0.7), row("a", 3000, "multi", "dpm@10", 1.1, 4.9, 0.7),
+        row("a", 3000, "coherent", "ancestral", 1.5, 12.0, 0.3), row("a", 3000, "coherent", "dpm@10", 2, 20.0, 0.1),
+        row("a", 500, "multi", "ancestral", 3.0, 50.0, -1.0),  # < 3000 samples: not checked
+    ])
+    lines = exp.check_targets(df)
+    assert len(lines) == 2
+    assert lines[0] == "- a n=3000 multi: all targets met"  # 1.049 / 1.03 - 1 = 1.8% <= 2%
+    assert "variance ratio 1.50" in lines[1] and "energy +12.0%" in lines[1] and "gap closed 30%" in lines[1]
+    assert "best dpm@10: +7.1%" in lines[1]
