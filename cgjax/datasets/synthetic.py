@@ -210,6 +210,11 @@ class SyntheticLaw:
     """The planted generative law of the synthetic cohort (all float64 numpy, read-only).
 
     Shapes: C cancer types, K latent factors, M modalities of D features each, P = 2^M patterns.
+    The default law stores the per-modality parameters as stacked arrays; a law of the zoo
+    (:mod:`cgjax.datasets.zoo`) stores them as tuples of M arrays, which allows modalities of
+    different widths D_m and type-specific loadings: then ``loadings[m]`` is f64[D_m, K] (shared)
+    or f64[C, D_m, K] (A_{c,m}: x_m | z, c ~ N(A_{c,m} z + b_m, Psi_m)), ``offsets[m]`` and
+    ``noise_vars[m]`` are f64[D_m]. Everything below (the joint, the oracle, sampling) handles both.
 
     Attributes:
       modalities: the M modality names.
@@ -251,8 +256,9 @@ class SyntheticLaw:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, np.ndarray):
-                v.flags.writeable = False
+            for a in (v if isinstance(v, tuple) else (v,)):
+                if isinstance(a, np.ndarray):
+                    a.flags.writeable = False
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -264,8 +270,26 @@ class SyntheticLaw:
         return int(self.latent_means.shape[1])
 
     @property
+    def dims(self) -> tuple[int, ...]:
+        """D_m, the width of each modality."""
+        return tuple(int(self.loadings[i].shape[-2]) for i in range(len(self.modalities)))
+
+    @property
     def dim(self) -> int:
-        return int(self.loadings.shape[1])
+        """D, the common width of the modalities (an error for a law whose widths differ)."""
+        if len(set(self.dims)) != 1:
+            raise ValueError(f"the modalities have different widths {dict(zip(self.modalities, self.dims))}")
+        return self.dims[0]
+
+    @property
+    def type_specific(self) -> bool:
+        """Whether some modality's loadings depend on the type (A_{c,m})."""
+        return any(np.ndim(self.loadings[i]) == 3 for i in range(len(self.modalities)))
+
+    def type_loadings(self, i: int) -> np.ndarray:
+        """f64[C, D_i, K]: the loadings of modality i per type (a shared A_i repeated)."""
+        a = np.asarray(self.loadings[i])
+        return a if a.ndim == 3 else np.broadcast_to(a, (self.n_types,) + a.shape)
 
     def block_names(self) -> tuple[str, ...]:
         """Names usable as oracle targets or givens: the modalities and ``"latent"`` (z)."""
@@ -286,14 +310,16 @@ class SyntheticLaw:
     def _joint(self) -> tuple[np.ndarray, np.ndarray, dict[str, slice]]:
         """Per-type mean f64[C, M*D + K] and covariance f64[C, M*D + K, M*D + K] of the stacked
         vector (x_1, ..., x_M, z), and the slice of each block in it."""
-        m_count, d, k = self.loadings.shape
-        a = np.concatenate([self.loadings.reshape(m_count * d, k), np.eye(k)], axis=0)  # [MD+K, K]
-        b = np.concatenate([self.offsets.reshape(-1), np.zeros(k)])
-        noise = np.concatenate([self.noise_vars.reshape(-1), np.zeros(k)])
-        mean = self.latent_means @ a.T + b  # E[x | c] = A mu_c + b
-        cov = a @ self.latent_covs @ a.T + np.diag(noise)  # A Sigma_c A^T + Psi, [C, MD+K, MD+K]
-        slices = {m: slice(i * d, (i + 1) * d) for i, m in enumerate(self.modalities)}
-        slices[LATENT] = slice(m_count * d, m_count * d + k)
+        m_count, k, c_count = len(self.modalities), self.n_latent, self.n_types
+        eye = np.broadcast_to(np.eye(k), (c_count, k, k))
+        a = np.concatenate([self.type_loadings(i) for i in range(m_count)] + [eye], axis=1)  # [C, MD+K, K]
+        b = np.concatenate([self.offsets[i] for i in range(m_count)] + [np.zeros(k)])
+        noise = np.concatenate([self.noise_vars[i] for i in range(m_count)] + [np.zeros(k)])
+        mean = np.einsum("cdk,ck->cd", a, self.latent_means) + b  # E[x | c] = A_c mu_c + b
+        cov = a @ self.latent_covs @ a.transpose(0, 2, 1) + np.diag(noise)  # A_c Sigma_c A_c^T + Psi
+        ends = np.cumsum((0,) + self.dims)
+        slices = {m: slice(int(ends[i]), int(ends[i + 1])) for i, m in enumerate(self.modalities)}
+        slices[LATENT] = slice(int(ends[-1]), int(ends[-1]) + k)
         return mean, cov, slices
 
     def _index(self, names: Sequence[str]) -> np.ndarray:
@@ -339,7 +365,7 @@ class SyntheticLaw:
         by Bayes p(c | given) ∝ p(c) N(x_g; A_g mu_c + b_g, A_g Sigma_c A_g^T + Psi_g), normalised with
         log-sum-exp. When only modalities are given this is computed in the K-dim latent space
         (:meth:`_conditional_latent`, O(N (D_g K + C K^2)); the dense path conditions the stacked joint
-        and is used when ``"latent"`` itself is given.
+        and is used when ``"latent"`` itself is given or the loadings are type-specific.
 
         Args:
           target: a modality name or ``"latent"`` (the factors z).
@@ -370,7 +396,7 @@ class SyntheticLaw:
             n = log_prior.shape[0] if log_prior.shape[0] > 1 else (1 if n_rows is None else int(n_rows))
             xg = np.zeros((n, 0))
         log_prior = np.broadcast_to(log_prior, (n, self.n_types))
-        if LATENT in given_names:
+        if LATENT in given_names or self.type_specific:
             log_lik, means, covs = self._conditional_dense(ti, gi, xg)
         else:
             log_lik, means, covs = self._conditional_latent(target, given_names, xg)
@@ -392,9 +418,9 @@ class SyntheticLaw:
         """
         n, k, c_count = len(xg), self.n_latent, self.n_types
         idx = [self.modalities.index(g) for g in given_names]
-        a = self.loadings[idx].reshape(-1, k) if idx else np.zeros((0, k))  # [Dg, K]
-        y = xg - (self.offsets[idx].reshape(-1) if idx else 0.0)  # [N, Dg]
-        inv_psi = 1.0 / (self.noise_vars[idx].reshape(-1) if idx else np.ones(0))
+        a = np.concatenate([self.loadings[i] for i in idx]) if idx else np.zeros((0, k))  # [Dg, K]
+        y = xg - (np.concatenate([self.offsets[i] for i in idx]) if idx else 0.0)  # [N, Dg]
+        inv_psi = 1.0 / (np.concatenate([self.noise_vars[i] for i in idx]) if idx else np.ones(0))
         u = (y * inv_psi) @ a  # A^T Psi^-1 y, [N, K], shared by every type
         gram = (a.T * inv_psi) @ a  # G, [K, K]
         yy = np.sum(y * y * inv_psi, axis=1)  # y^T Psi^-1 y, [N]
@@ -514,8 +540,15 @@ class SyntheticLaw:
         z = self.latent_means[types] + np.einsum("nkl,nl->nk", chol[types], u)
         x = {}
         for i, m in enumerate(self.modalities):
-            eps = rng.standard_normal((n, self.dim)) * np.sqrt(self.noise_vars[i])
-            x[m] = z @ self.loadings[i].T + self.offsets[i] + eps
+            a = np.asarray(self.loadings[i])
+            eps = rng.standard_normal((n, a.shape[-2])) * np.sqrt(self.noise_vars[i])
+            if a.ndim == 2:
+                signal = z @ a.T
+            else:  # type-specific loadings: A_{c,m} z row by row of each type
+                signal = np.empty((n, a.shape[1]))
+                for c in range(c_count):
+                    signal[types == c] = z[types == c] @ a[c].T
+            x[m] = signal + self.offsets[i] + eps
         # Availability pattern per sample, by inverse CDF on p(pattern | c).
         cdf = np.cumsum(self.pattern_probs[types], axis=1)
         pat = np.minimum((cdf < rng.random(n)[:, None] * cdf[:, -1:]).sum(1), len(self.patterns) - 1)
@@ -543,7 +576,7 @@ class SyntheticLaw:
             "stage": draw.stage, "os_time": draw.os_time, "os_event": draw.os_event,
         }, index=pd.Index(ids, name="sample_id"))
         return from_arrays(ids, draw.x, masks=masks, clinical=clinical,
-                           source=source or f"synthetic_tcga(n_samples={n}, seed={seed}, dim={self.dim})")
+                           source=source or f"synthetic_tcga(n_samples={n}, seed={seed}, dim={self.dims[0]})")
 
 
 # ================================================================================================
@@ -606,6 +639,62 @@ def _mixture_quantile(p: float, means: np.ndarray, sds: np.ndarray, weights: np.
     return optimize.brentq(cdf, lo, hi, xtol=1e-12)
 
 
+def _latent_params(rng: np.random.Generator, c_count: int, k: int, type_spread: float):
+    """Type means mu_c = type_spread * N(0, I) f64[C, K] and within-type covariances Sigma_c f64[C, K, K]
+    with a random orientation and eigenvalues exp(0.4 N(0, 1)) normalised to mean 1."""
+    latent_means = type_spread * rng.standard_normal((c_count, k))
+    latent_covs = np.empty((c_count, k, k))
+    for c in range(c_count):
+        q = _random_rotation(rng, k)
+        lam = np.exp(0.4 * rng.standard_normal(k))
+        lam /= lam.mean()
+        latent_covs[c] = (q * lam) @ q.T
+    return latent_means, latent_covs
+
+
+def _latent_moments(props: np.ndarray, latent_means: np.ndarray, latent_covs: np.ndarray):
+    """Marginal mean f64[K] and covariance f64[K, K] of z over types (law of total variance)."""
+    z_mean = props @ latent_means
+    dev = latent_means - z_mean
+    z_cov = np.einsum("c,ckl->kl", props, latent_covs) + np.einsum("c,ck,cl->kl", props, dev, dev)
+    return z_mean, z_cov
+
+
+def _stage_params(rng, props, latent_means, latent_covs, stage_strength: float):
+    """Stage: ordinal probit on w.z + o_c + N(0,1); thresholds put the marginal stage mix at
+    DEFAULT_STAGE_PROPORTIONS (score | c is Gaussian, so the marginal is a 1-D mixture).
+    Returns (w f64[K], o f64[C], thresholds f64[3])."""
+    k = latent_means.shape[1]
+    w = rng.standard_normal(k)
+    w *= stage_strength / np.sqrt(np.mean(np.einsum("k,ckl,l->c", w, latent_covs, w)))
+    stage_offsets = 0.5 * rng.standard_normal(len(props))
+    s_mean = latent_means @ w + stage_offsets
+    s_sd = np.sqrt(np.einsum("k,ckl,l->c", w, latent_covs, w) + 1.0)
+    cum = np.cumsum(DEFAULT_STAGE_PROPORTIONS)[:3]
+    thresholds = np.array([_mixture_quantile(p, s_mean, s_sd, props) for p in cum])
+    return w, stage_offsets, thresholds
+
+
+def _survival_params(rng, props, latent_means, latent_covs, z_mean, hazard_strength: float,
+                     median_survival_days: float, event_fraction: float):
+    """Survival: log hazard h_c + beta.z, exponential event times, exponential censoring whose rate
+    is solved so that the marginal event fraction E[lambda / (lambda + lambda_cens)] matches.
+    Returns (beta f64[K], h f64[C], censoring rate)."""
+    k = latent_means.shape[1]
+    beta = rng.standard_normal(k)
+    beta *= hazard_strength / np.sqrt(np.mean(np.einsum("k,ckl,l->c", beta, latent_covs, beta)))
+    hazard_offsets = (np.log(np.log(2.0) / median_survival_days) + 0.5 * rng.standard_normal(len(props))
+                      - z_mean @ beta)
+    eta_mean = hazard_offsets + latent_means @ beta
+    eta_sd = np.sqrt(np.einsum("k,ckl,l->c", beta, latent_covs, beta))
+    nodes, gh_w = np.polynomial.hermite_e.hermegauss(60)  # E f(N(0,1)) = sum w f(node) / sqrt(2 pi)
+    gh_w = gh_w / gh_w.sum()
+    rate = np.exp(eta_mean[:, None] + eta_sd[:, None] * nodes[None, :])  # [C, Q]
+    events = lambda log_cens: float(props @ ((rate / (rate + np.exp(log_cens))) @ gh_w)) - event_fraction
+    censoring_rate = float(np.exp(optimize.brentq(events, -30.0, 10.0, xtol=1e-12)))
+    return beta, hazard_offsets, censoring_rate
+
+
 def default_law(dim: int = 32, n_latent: int = 12, *, signal: Mapping[str, float] | None = None,
                 type_spread: float = 1.5, stage_strength: float = 1.0, hazard_strength: float = 0.8,
                 event_fraction: float = 0.35, median_survival_days: float = 1800.0,
@@ -646,20 +735,9 @@ def _build_law(dim, n_latent, signal, type_spread, stage_strength, hazard_streng
     total, counts, complete = table[:, 0], table[:, 1:5], table[:, 5]
     props = total / total.sum()
 
-    # Latent factors: type means spread around 0; type-specific within covariance with random
-    # orientation and eigenvalues around 1 (normalised to mean 1 so the within scale is the same).
     rng = stream(0)
-    latent_means = type_spread * rng.standard_normal((c_count, k))
-    latent_covs = np.empty((c_count, k, k))
-    for c in range(c_count):
-        q = _random_rotation(rng, k)
-        lam = np.exp(0.4 * rng.standard_normal(k))
-        lam /= lam.mean()
-        latent_covs[c] = (q * lam) @ q.T
-    # Marginal moments of z over types (law of total variance).
-    z_mean = props @ latent_means
-    dev = latent_means - z_mean
-    z_cov = np.einsum("c,ckl->kl", props, latent_covs) + np.einsum("c,ck,cl->kl", props, dev, dev)
+    latent_means, latent_covs = _latent_params(rng, c_count, k, type_spread)
+    z_mean, z_cov = _latent_moments(props, latent_means, latent_covs)
 
     # Loadings: Gaussian, then each feature row rescaled so that Var(A_j z) = signal_m marginally;
     # noise variance 1 - signal_m; offsets centre every feature: marginal mean 0 and variance 1.
@@ -682,31 +760,9 @@ def _build_law(dim, n_latent, signal, type_spread, stage_strength, hazard_streng
         probs.append(p)
     pattern_probs = np.array(probs)
 
-    # Stage: ordinal probit on w.z + o_c + N(0,1); thresholds put the marginal stage mix at
-    # DEFAULT_STAGE_PROPORTIONS (score | c is Gaussian, so the marginal is a 1-D mixture).
-    rng = stream(2)
-    w = rng.standard_normal(k)
-    w *= stage_strength / np.sqrt(np.mean(np.einsum("k,ckl,l->c", w, latent_covs, w)))
-    stage_offsets = 0.5 * rng.standard_normal(c_count)
-    s_mean = latent_means @ w + stage_offsets
-    s_sd = np.sqrt(np.einsum("k,ckl,l->c", w, latent_covs, w) + 1.0)
-    cum = np.cumsum(DEFAULT_STAGE_PROPORTIONS)[:3]
-    thresholds = np.array([_mixture_quantile(p, s_mean, s_sd, props) for p in cum])
-
-    # Survival: log hazard h_c + beta.z, exponential event times, exponential censoring whose rate
-    # is solved so that the marginal event fraction E[lambda / (lambda + lambda_cens)] matches.
-    rng = stream(3)
-    beta = rng.standard_normal(k)
-    beta *= hazard_strength / np.sqrt(np.mean(np.einsum("k,ckl,l->c", beta, latent_covs, beta)))
-    hazard_offsets = (np.log(np.log(2.0) / median_survival_days) + 0.5 * rng.standard_normal(c_count)
-                      - z_mean @ beta)
-    eta_mean = hazard_offsets + latent_means @ beta
-    eta_sd = np.sqrt(np.einsum("k,ckl,l->c", beta, latent_covs, beta))
-    nodes, gh_w = np.polynomial.hermite_e.hermegauss(60)  # E f(N(0,1)) = sum w f(node) / sqrt(2 pi)
-    gh_w = gh_w / gh_w.sum()
-    rate = np.exp(eta_mean[:, None] + eta_sd[:, None] * nodes[None, :])  # [C, Q]
-    events = lambda log_cens: float(props @ ((rate / (rate + np.exp(log_cens))) @ gh_w)) - event_fraction
-    censoring_rate = float(np.exp(optimize.brentq(events, -30.0, 10.0, xtol=1e-12)))
+    w, stage_offsets, thresholds = _stage_params(stream(2), props, latent_means, latent_covs, stage_strength)
+    beta, hazard_offsets, censoring_rate = _survival_params(
+        stream(3), props, latent_means, latent_covs, z_mean, hazard_strength, median_survival_days, event_fraction)
 
     return SyntheticLaw(
         modalities=MODALITIES, cancer_types=CANCER_TYPES, type_proportions=props,
