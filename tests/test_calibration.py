@@ -9,7 +9,7 @@ from threadpoolctl import threadpool_limits
 
 from cgjax.datasets import zoo
 from cgjax.scoring import calibration as cal
-from cgjax.evaluate.metrics import r2_pooled
+from cgjax.scoring.metrics import r2_pooled
 
 R = 10
 

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1] / "cgjax"
 
 # bottom to top; a module may import its own package and anything on a lower line
 LAYERS = (
-    ("errors", "_atomic", "_validate"),
+    ("errors", "_validate"),
+    ("_atomic",),
     ("scoring", "embedding", "distributed"),
     ("data",),
     ("datasets", "diffusion"),
