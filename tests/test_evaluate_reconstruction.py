@@ -55,7 +55,7 @@ def test_oracle_is_the_calibrated_optimum_and_the_mean_the_best_point_prediction
         # the posterior mean has the best R2 of any predictor here (per replicate and of the mean)
         assert m["r2_mean"] >= max(s["r2_mean"], lo["r2_mean"], hi["r2_mean"])
         assert m["r2_std"] == 0.0 and m["variance_pct"] == 0.0 and m["variance_ratio"] == 0.0
-        # exact draws: the best energy score, calibrated variance and 90% coverage
+        # exact draws: the best energy score, calibrated variance and range coverage
         assert s["energy_score"] < min(lo["energy_score"], hi["energy_score"])
         assert 0.75 < s["variance_ratio"] < 1.3
         # the range of R = 8 exact draws covers the truth with probability (R - 1) / (R + 1) = 7 / 9

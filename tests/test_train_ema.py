@@ -12,7 +12,7 @@ from cgjax import ensemble
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule, q_sample
 from cgjax.diffusion.train import (GroupData, TrainConfig, _split_step_key, draw_minibatch, init_state,
-                                   make_inference_fn, make_train_fn)
+                                   make_inference_fn)
 
 CFG = denoiser.DenoiserConfig(x_dim=3, cond_dims=(2,), hidden=8, n_layers=3, time_dim=4, cond_embed_dim=2)
 SCHEDULE = make_schedule(ScheduleConfig(timesteps=30))
@@ -27,12 +27,16 @@ def _data(M=2, N=48, seed=0):
     return GroupData(jnp.asarray(x0), jnp.asarray(conds), jnp.ones((M, N, 1), bool), jnp.asarray(valid))
 
 
-def _trained_state(tcfg=TCFG, M=2):
+def _state(tcfg=TCFG, M=2):
+    """Initial weights, with the moving average set apart from them (as after training) without
+    compiling a training step: every weight of the average is perturbed."""
     data = _data(M)
     state = init_state(jax.random.PRNGKey(0), CFG, ((2,),) * M, tcfg)
-    train = make_train_fn(CFG, SCHEDULE, tcfg, multi=False, total_steps=20)
-    for i in range(2):
-        state, _ = train(state, data, jax.random.PRNGKey(i))
+    if state.ema is not None:
+        leaves, tree = jax.tree.flatten(state.ema)
+        keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+        noisy = [a + 0.3 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]
+        state = state._replace(ema=jax.tree.unflatten(tree, noisy))
     return state, data
 
 
@@ -40,24 +44,28 @@ def test_ema_statistics_are_the_averaged_networks_own():
     """Layer 0's recomputed running mean / variance equal, in float64, the mean and unbiased variance
     of the averaged network's first pre-BatchNorm activations on the same training draw; and they
     differ from the live statistics (which the averaged weights used to be sampled with)."""
-    state, data = _trained_state()
+    state, data = _state()
     rows = 200
     key = jax.random.PRNGKey(7)
     params, stats = make_inference_fn(CFG, SCHEDULE, TCFG, multi=False, rows=rows)(state, data, key)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.ema)))
-    for m, k in enumerate(jax.random.split(key, 2)):
+    @jax.jit
+    def layer0(ema, k, x0, conds, present, valid):
+        """The draw of make_inference_fn for one model, and its first pre-BatchNorm activations."""
         draw, k_loss = _split_step_key(k)
-        x0, c, masks = draw_minibatch(draw, data.x0[m], data.conds[m], data.present[m], data.valid[m], rows,
-                                      multi=False, cond_dropout=TCFG.cond_dropout)
+        x0, c, masks = draw_minibatch(draw, x0, conds, present, valid, rows, multi=False,
+                                      cond_dropout=TCFG.cond_dropout)
         k_t, k_eps = jax.random.split(k_loss)
         t = jax.random.randint(k_t, (rows,), 0, SCHEDULE.timesteps)
         x_t = q_sample(SCHEDULE, x0, t, jax.random.normal(k_eps, x0.shape, jnp.float32))
-        ema = jax.tree.map(lambda a: np.asarray(a[m], np.float64), state.ema)
-        f64 = lambda a: np.asarray(a, np.float64)
-        t_emb = f64(denoiser.time_embedding(jax.tree.map(lambda a: a[m], state.ema), t, CFG.time_dim))
-        c_emb = f64(denoiser.cond_embedding(jax.tree.map(lambda a: a[m], state.ema), c, masks))
-        l0 = ema["layers"][0]
-        z0 = f64(x_t) @ l0["w_x"] + t_emb @ l0["w_t"] + c_emb @ l0["w_c"] + l0["b"]
+        return x_t, denoiser.time_embedding(ema, t, CFG.time_dim), denoiser.cond_embedding(ema, c, masks)
+
+    for m, k in enumerate(jax.random.split(key, 2)):
+        member = jax.tree.map(lambda a: a[m], state.ema)
+        x_t, t_emb, c_emb = (np.asarray(a, np.float64) for a in layer0(
+            member, k, data.x0[m], data.conds[m], data.present[m], data.valid[m]))
+        l0 = jax.tree.map(lambda a: np.asarray(a, np.float64), member)["layers"][0]
+        z0 = x_t @ l0["w_x"] + t_emb @ l0["w_t"] + c_emb @ l0["w_c"] + l0["b"]  # float64
         np.testing.assert_allclose(np.asarray(stats[0]["mean"][m]), z0.mean(0), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(np.asarray(stats[0]["var"][m]), z0.var(0, ddof=1), rtol=1e-4, atol=1e-5)
     live = state.batch_stats
@@ -66,7 +74,7 @@ def test_ema_statistics_are_the_averaged_networks_own():
 
 def test_without_ema_the_live_weights_and_statistics_are_used():
     tcfg = dataclasses.replace(TCFG, ema_decay=0.0)
-    state, data = _trained_state(tcfg)
+    state, data = _state(tcfg)
     params, stats = make_inference_fn(CFG, SCHEDULE, tcfg, multi=False)(state, data, jax.random.PRNGKey(0))
     assert params is state.params and stats is state.batch_stats
 
@@ -100,14 +108,15 @@ def test_training_loop_validates_ema_with_its_own_statistics_and_moves_the_bar_e
     monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
     rng = np.random.default_rng(1)
     n = 40
-    data = {"a": rng.normal(size=(n, 2)).astype(np.float32), "b": rng.normal(size=(n, 3)).astype(np.float32)}
+    # equal widths: one group of single models and one of multi models
+    data = {"a": rng.normal(size=(n, 2)).astype(np.float32), "b": rng.normal(size=(n, 2)).astype(np.float32)}
     masks = {m: np.ones(n, bool) for m in data}
     tcfg = TrainConfig(batch_size=8, steps_per_call=5, epochs=1, eval_every=1, val_replicates=1, ema_decay=0.8,
                        learning_rate=3e-2)
-    run = ensemble.new_training_run(data, masks, modalities=("a", "b"), dims={"a": 2, "b": 3},
+    run = ensemble.new_training_run(data, masks, modalities=("a", "b"), dims={"a": 2, "b": 2},
                                     arch=ensemble.ArchConfig(hidden=8, n_layers=3, time_dim=4, cond_embed_dim=2),
                                     schedule_cfg=ScheduleConfig(timesteps=30), train_cfg=tcfg, scalers={},
-                                    feature_names={"a": ["a0", "a1"], "b": ["b0", "b1", "b2"]})
+                                    feature_names={"a": ["a0", "a1"], "b": ["b0", "b1"]})
     seen = {}
     validate = ensemble.validate_group
     monkeypatch.setattr(ensemble, "validate_group",
