@@ -19,7 +19,7 @@ def gaussian_eps_fn(mu, cov, schedule):
     def eps(params, batch_stats, x_t, t, conds, masks):
         a = schedule.alpha_bars[t]
         S = a * cov + (1 - a) * jnp.eye(len(mu))
-        e = jnp.sqrt(1 - a) * jnp.linalg.solve(S, (x_t - jnp.sqrt(a) * mu).T).T
+        e = jnp.sqrt(1 - a) * jnp.linalg.solve(S, (x_t - jnp.sqrt(a) * mu[None]).T).T
         return e[None]
 
     return eps
