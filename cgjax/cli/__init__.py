@@ -20,11 +20,15 @@ COMMAND_MODULES = (
     "cgjax.cli.models",     # cgjax train|impute|quickstart
     "cgjax.cli.evaluate",   # cgjax evaluate
     "cgjax.cli.prepare",    # cgjax prepare xena|matrices
+    "cgjax.cli.info",       # cgjax info
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cgjax import __version__
+
     parser = argparse.ArgumentParser(prog="cgjax", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cgjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         try:

@@ -116,6 +116,9 @@ def cmd_impute(args) -> int:
 
     several = distributed.initialize(args.distributed)  # first: before any computation
     embedding = None
+    if (args.complete or args.format == "h5mu") and (several or args.decode or args.embedding):
+        raise CgjaxError("--complete and --format h5mu write the cohort's own features from one process; "
+                         "they do not combine with --decode, --embedding or several processes")
     if several and (args.decode or args.embedding):
         raise CgjaxError("--decode is not supported with several processes; decode the merged tables afterwards")
     if args.decode or args.embedding:  # found and read first: fail before sampling, not after
@@ -127,6 +130,12 @@ def cmd_impute(args) -> int:
     rejection = RejectionConfig(enabled=not args.no_rejection, max_fraction=args.reject_fraction,
                                 max_attempts=args.max_attempts)
     out = Path(args.out)
+    if args.complete or args.format == "h5mu":
+        from cgjax.cli.completed import write_completed
+
+        write_completed(args, ms, cohort, method=args.method, rejection=rejection, weighting=args.weighting,
+                        solver=solver_from_args(args), progress=not args.quiet, max_batch=args.max_batch)
+        return 0
     # without --decode the tables stream to OUT chunk by chunk (per-process parts merged by process 0)
     tables = pipeline.impute(ms, cohort, method=args.method, replicates=args.replicates, seed=args.seed,
                              rejection=rejection, weighting=args.weighting, solver=solver_from_args(args),
@@ -135,13 +144,15 @@ def cmd_impute(args) -> int:
     if embedding is not None:
         tables = decode_imputations(tables, embedding)
     out.mkdir(parents=True, exist_ok=True)
+    how = f"{args.method} with the {args.sampler} sampler"
     for m, df in tables.items():
+        rows = int((~cohort.masks[m]).sum()) if m in cohort.masks else cohort.n_samples
         if isinstance(df, Path):
             if distributed.is_primary():
-                print(f"{m}: {args.replicates} replicates -> {df}")
+                print(f"{m}: {rows} samples x {args.replicates} replicate(s), {how} -> {df}")
             continue
         df.to_parquet(out / f"{m}.parquet", index=False)
-        print(f"{m}: {df['sample_id'].nunique()} samples x {args.replicates} replicates -> {out / (m + '.parquet')}")
+        print(f"{m}: {rows} samples x {args.replicates} replicate(s), {how} -> {out / (m + '.parquet')}")
     if not tables:
         print("nothing to impute: every sample has every modality")
     return 0
@@ -225,6 +236,12 @@ def add_parser(sub) -> None:
                    help="write imputations in feature space (genes, proteins), decoded with COHORT/embedding")
     p.add_argument("--embedding", help="embedding directory written by 'cgjax prepare' (implies --decode; "
                                        "default COHORT/embedding)")
+    p.add_argument("--complete", action="store_true",
+                   help="write every sample per modality (observed rows as they were, missing rows imputed, "
+                        "an 'imputed' column) in the cohort's file format, instead of the imputed rows only")
+    p.add_argument("--format", choices=("parquet", "h5mu"), default="parquet",
+                   help="h5mu: write OUT/completed.h5mu, a MuData of every sample (obs 'imputed' flags, "
+                        "replicates in layers, provenance in uns['cgjax'])")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_impute)
 
