@@ -122,3 +122,34 @@ def test_lazy_top_level_access_without_importing_everything():
 
     with pytest.raises(AttributeError):
         cgjax.no_such_thing
+
+
+def _parsers(parser, path=("cgjax",)):
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, p in action.choices.items():
+                yield from _parsers(p, path + (name,))
+
+
+def test_every_option_has_help_and_shows_its_default():
+    import argparse
+
+    from cgjax.cli import HelpFormatter
+
+    n = 0
+    for path, p in _parsers(build_parser()):
+        text = " ".join(p.format_help().split())
+        for a in p._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            assert a.help, f"{' '.join(path)} {a.option_strings or a.dest}: no help text"
+            if a.option_strings and a.default not in (None, False):
+                assert "default" in HelpFormatter("x")._get_help_string(a), (path, a.option_strings)
+                n += 1
+        assert p.formatter_class is HelpFormatter
+    assert n > 20
+    impute = dict(_parsers(build_parser()))[("cgjax", "impute")]
+    assert "(default: coherent)" in " ".join(impute.format_help().split())

@@ -24,6 +24,25 @@ COMMAND_MODULES = (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless it is None or False (nothing to show) or the help text
+    already states it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _set_formatter(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                _set_formatter(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cgjax import __version__
 
@@ -38,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.add_parser(sub)
+    _set_formatter(parser)
     return parser
 
 

@@ -207,27 +207,32 @@ def add_parser(sub) -> None:
     p.add_argument("cohort", help="cohort directory or .h5mu file")
     p.add_argument("--out", required=True, help="checkpoint directory to write (resumed if it exists)")
     p.add_argument("--config", help="JSON or TOML file with sections arch, schedule, train")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--timesteps", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs (overrides the config; default: the config's, paper 1000)")
+    p.add_argument("--timesteps", type=int, help="diffusion timesteps T (overrides the config; default: paper 1000)")
+    p.add_argument("--seed", type=int, help="initialisation and batching seed (overrides the config; default 0)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint")
     p.add_argument("--distributed", action="store_true",
                    help="start jax.distributed (automatic under srun) and train data-parallel over every device")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("impute", help="fill in every missing modality of every sample of a cohort")
     p.add_argument("checkpoint", help="checkpoint directory written by 'cgjax train'")
     p.add_argument("cohort", help="cohort directory or .h5mu file (may hold new patients)")
-    p.add_argument("--method", choices=("coherent", "multi", "single"), default="coherent")
-    p.add_argument("--replicates", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=("coherent", "multi", "single"), default="coherent",
+                   help="coherent: Coherent Denoising over the single models a sample's modalities allow (the "
+                        "paper); multi: the masked multi-condition model; single: the best single model")
+    p.add_argument("--replicates", type=int, default=1, help="imputations drawn per missing modality of a sample")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same imputations)")
     p.add_argument("--out", required=True, help="directory for <modality>.parquet")
-    p.add_argument("--weighting", default="inverse_mse", choices=("inverse_mse", "softmax_inverse_mse", "uniform"))
+    p.add_argument("--weighting", default="inverse_mse", choices=("inverse_mse", "softmax_inverse_mse", "uniform"),
+                   help="coherent ensemble weights from the validation MSE (paper: inverse_mse; reference code: "
+                        "softmax_inverse_mse)")
     p.add_argument("--reject-fraction", type=float, default=0.05,
                    help="accept a trajectory when at most this fraction of steps is incoherent (paper 0.05, reference 0.10)")
-    p.add_argument("--max-attempts", type=int, default=10)
-    p.add_argument("--no-rejection", action="store_true")
+    p.add_argument("--max-attempts", type=int, default=10,
+                   help="trajectories tried per row before keeping the least incoherent one")
+    p.add_argument("--no-rejection", action="store_true", help="accept every trajectory (no coherence test)")
     p.add_argument("--max-batch", type=int, help="samples per compiled call (default: from the device's memory)")
     p.add_argument("--distributed", action="store_true",
                    help="start jax.distributed (automatic under srun); each process imputes its block of rows")
@@ -242,15 +247,15 @@ def add_parser(sub) -> None:
     p.add_argument("--format", choices=("parquet", "h5mu"), default="parquet",
                    help="h5mu: write OUT/completed.h5mu, a MuData of every sample (obs 'imputed' flags, "
                         "replicates in layers, provenance in uns['cgjax'])")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_impute)
 
     p = sub.add_parser("quickstart", help="the main job on the embedded synthetic cohort, in a few minutes on a CPU")
     p.add_argument("--out", default="quickstart_out", help="directory for report.md and metrics.json")
     p.add_argument("--checkpoint", default="checkpoints/quickstart", help="where the trained models go")
-    p.add_argument("--n-samples", type=int, default=QUICK_SAMPLES)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--replicates", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--n-samples", type=int, default=QUICK_SAMPLES, help="samples of the synthetic cohort")
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {QUICK_TRAIN['epochs']})")
+    p.add_argument("--replicates", type=int, default=5, help="imputations per test sample in the report")
+    p.add_argument("--seed", type=int, default=0, help="cohort, training and sampling seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_quickstart)
