@@ -130,20 +130,20 @@ class Imputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             return X, lambda c, fill: X.with_modalities(
                 {m: c.values(m, fill) for m in c.replicates}, {m: np.ones(X.n_samples, bool) for m in c.replicates})
         if isinstance(X, Mapping) and not issparse(X):  # (a scipy dok_matrix is a dict too)
-            return self._read_frames(X)
+            return self._read_frames(X, reset=reset)
         if type(X).__name__ == "MuData":
             return read_mudata(X), lambda c, fill: to_mudata(c, self.model_set_.feature_names, fill)
         return self._read_wide(X, reset=reset)
 
-    def _read_frames(self, frames: Mapping[str, pd.DataFrame]):
+    def _read_frames(self, frames: Mapping[str, pd.DataFrame], *, reset: bool):
         ids = pd.Index([])
         for m, df in frames.items():
             if not isinstance(df, pd.DataFrame):
                 raise CohortError(f"modality '{m}': expected a DataFrame indexed by sample id, got {type(df).__name__}")
             ids = ids.append(df.index.astype(str).difference(ids, sort=False))
         data = {m: df.set_axis(df.index.astype(str)).reindex(ids).to_numpy(np.float32) for m, df in frames.items()}
-        cohort = from_arrays(ids.to_numpy(), data, feature_names={m: [str(c) for c in df.columns]
-                                                                  for m, df in frames.items()}, source="<dict>")
+        cohort = _cohort(ids.to_numpy(), data, {m: [str(c) for c in df.columns] for m, df in frames.items()},
+                         "<dict>", fitting=reset)
 
         def rebuild(c: Completion, fill):
             out = {}
@@ -166,8 +166,7 @@ class Imputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if len(set(ids)) != len(ids):
             raise CohortError("the table's index holds duplicated sample ids")
         names = {m: [str(columns[j]) if frame is not None else f"x{j}" for j in pos] for m, pos in self.groups_.items()}
-        cohort = from_arrays(ids, {m: arr[:, pos] for m, pos in self.groups_.items()}, feature_names=names,
-                             source="<table>")
+        cohort = _cohort(ids, {m: arr[:, pos] for m, pos in self.groups_.items()}, names, "<table>", fitting=reset)
 
         def rebuild(c: Completion, fill):
             out = arr.copy()
@@ -239,6 +238,15 @@ class Imputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             est.feature_names_in_ = np.asarray(columns, dtype=object)
         est.model_set_, est.checkpoint_ = ms, Path(path)
         return est
+
+
+def _cohort(ids, data: dict, names: dict, source: str, *, fitting: bool) -> Cohort:
+    """The cohort of the blocks ``data`` (NaN rows absent). Outside fitting, a modality no sample
+    has is left out, so that it is imputed for every sample (as :func:`cgjax.pipeline.impute` does
+    for a modality the models know and the cohort lacks)."""
+    if not fitting:
+        data = {m: x for m, x in data.items() if not np.isnan(x).all()}
+    return from_arrays(ids, data, feature_names={m: names[m] for m in data}, source=source)
 
 
 def _groups(columns: list, modalities, named: bool) -> dict[str, np.ndarray]:

@@ -222,3 +222,18 @@ def test_sklearn_checks_that_apply():
             check(est)  # raises on failure
             ran.append(name)
     assert len(ran) >= 12, ran
+
+
+def test_a_modality_missing_for_every_sample_is_imputed_for_all(fitted, df):
+    """Hiding a whole modality (e.g. held-out RNA) imputes it for every row; the rest stays as given."""
+    miss = missing_blocks(df)
+    hidden = df[~(miss[:, 0] & miss[:, 2])].copy()  # samples with cna or rppa (one with neither is an error)
+    cols = [f"rnaseq_{j}" for j in range(D)]
+    hidden[cols] = np.nan
+    out = fitted.transform(hidden)
+    assert np.isfinite(out[cols].to_numpy()).all()
+    obs = hidden.notna().to_numpy()
+    np.testing.assert_array_equal(out.to_numpy()[obs], hidden.to_numpy()[obs])
+    # the same through the dict input
+    frames = {m: hidden[[f"{m}_{j}" for j in range(D)]] for m in MODS}
+    assert np.isfinite(fitted.transform(frames)["rnaseq"].to_numpy()).all()

@@ -19,7 +19,7 @@ def test_tutorial_runs_and_draws_a_figure(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", TUTORIAL.read_text(), flags=re.S)
     code = "\n".join(blocks)
     assert len(blocks) >= 4 and code.count(SETTINGS) == 1
-    code = code.replace(SETTINGS, 'N_SAMPLES, PRESET = 400, "tiny"')
+    code = code.replace(SETTINGS, 'N_SAMPLES, PRESET = 600, "tiny"')
     monkeypatch.chdir(tmp_path)
     scope = {}
     with warnings.catch_warnings():
@@ -29,5 +29,5 @@ def test_tutorial_runs_and_draws_a_figure(tmp_path, monkeypatch):
     assert completed.notna().all().all() and df.isna().any().any()
     img = matplotlib.image.imread(tmp_path / "calibration.png")
     assert img.shape[0] > 100 and img[..., :3].std() > 0.05  # not blank
-    assert 0 <= scope["pit"].min() and scope["pit"].max() <= 1 and scope["pit"].size == 200 * 32
+    assert 0 <= scope["pit"].min() and scope["pit"].max() <= 1 and scope["pit"].size == 100 * 32
     assert (tmp_path / "completed.h5mu").exists() and (tmp_path / "my_models" / "cgjax_checkpoint.json").exists()
