@@ -22,6 +22,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from cgjax import pipeline
 from cgjax.data import Cohort
 from cgjax.errors import CgjaxError
 
@@ -89,8 +90,6 @@ def complete(ms, cohort: Cohort, tables: Mapping[str, pd.DataFrame], replicates:
 def impute_complete(ms, cohort: Cohort, *, replicates: int = 1, seed: int = 0, provenance: Mapping | None = None,
                     **impute_kwargs) -> Completion:
     """Impute ``cohort`` with :func:`cgjax.pipeline.impute` (same keywords) and complete it."""
-    from cgjax import pipeline
-
     tables = pipeline.impute(ms, cohort, replicates=replicates, seed=seed, **impute_kwargs)
     return complete(ms, cohort, tables, replicates, provenance)
 
