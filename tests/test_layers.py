@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "cgjax"
 
 # bottom to top; a module may import its own package and anything on a lower line
 LAYERS = (
-    ("errors", "_validate"),
+    ("errors", "_validate", "presets"),
     ("_atomic",),
     ("scoring", "embedding", "distributed"),
     ("data",),
@@ -22,7 +22,8 @@ LAYERS = (
     ("ensemble",),
     ("checkpoint", "output"),
     ("pipeline",),
-    ("evaluate",),
+    ("complete", "evaluate"),
+    ("imputer",),
     ("cli",),
     ("__main__",),
 )

@@ -20,11 +20,34 @@ COMMAND_MODULES = (
     "cgjax.cli.models",     # cgjax train|impute|quickstart
     "cgjax.cli.evaluate",   # cgjax evaluate
     "cgjax.cli.prepare",    # cgjax prepare xena|matrices
+    "cgjax.cli.info",       # cgjax info
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless it is None or False (nothing to show) or the help text
+    already states it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _set_formatter(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                _set_formatter(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from cgjax import __version__
+
     parser = argparse.ArgumentParser(prog="cgjax", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cgjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -34,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.add_parser(sub)
+    _set_formatter(parser)
     return parser
 
 

@@ -75,6 +75,6 @@ def add_parser(sub) -> None:
     p.add_argument("--embedding", choices=("umap", "pca"), help="2-D embedding of the manifold figure (default umap)")
     p.add_argument("--solver", choices=("ddpm", "ddim", "dpm"), help="reverse process (default ddpm, the paper)")
     p.add_argument("--solver-steps", type=int, help="timesteps of an accelerated solver")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, help="sampling and classifier seed (default: the preset's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)

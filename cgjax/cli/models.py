@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -10,21 +9,8 @@ import time
 from pathlib import Path
 
 from cgjax.errors import CgjaxError
+from cgjax.presets import QUICK_ARCH, QUICK_SAMPLES, QUICK_SCHEDULE, QUICK_SOLVER_ARGS, QUICK_TRAIN
 
-# The quickstart's models: small enough to train in a few minutes on 2 CPU cores.
-# Measured on the synthetic cohort (see README): with fewer samples the finite-sample error of any
-# learner, not the sampler, dominates; batch 512 with a cosine-decayed learning rate converges in a
-# few thousand steps.
-QUICK_ARCH = dict(hidden=256, n_layers=3, time_dim=32, cond_embed_dim=32)
-QUICK_SCHEDULE = dict(timesteps=100)
-QUICK_TRAIN = dict(epochs=120, eval_every=60, batch_size=512, steps_per_call=50, learning_rate=3e-3,
-                   lr_schedule="cosine", cond_dropout=0.2, val_replicates=3)
-QUICK_SAMPLES = 10000
-# At T = 100 the paper's sigma_t^2 = beta_t over-disperses the samples (an exact Gaussian denoiser
-# gives +3% variance at T = 100, +8% at T = 50; nothing at T = 1000). DDIM with eta = 1 over every
-# timestep is the ancestral sampler with the posterior variance beta_tilde_t instead; measured on the
-# quickstart models it brings the output variance to the oracle's (experiments/RESULTS.md).
-QUICK_SOLVER_ARGS = ("ddim", None, 1.0)
 # Written into every `cgjax impute --out` directory: only such a directory (or an empty or absent
 # one) is written into, so that --out can never overwrite a cohort's own tables.
 IMPUTE_MARKER = "cgjax_imputation.json"
@@ -50,25 +36,6 @@ def load_config(path: str | None) -> dict:
     if unknown:
         raise CgjaxError(f"{p}: unknown config section(s) {sorted(unknown)}; expected arch, schedule, train")
     return cfg
-
-
-def _configs(cfg: dict, epochs=None, timesteps=None, defaults=None):
-    from cgjax.diffusion.denoiser import ArchConfig
-    from cgjax.diffusion.schedule import ScheduleConfig
-    from cgjax.diffusion.train import TrainConfig
-
-    defaults = defaults or {}
-    try:
-        arch = ArchConfig(**{**defaults.get("arch", {}), **cfg.get("arch", {})})
-        sched = {**defaults.get("schedule", {}), **cfg.get("schedule", {})}
-        train = {**defaults.get("train", {}), **cfg.get("train", {})}
-        if timesteps is not None:
-            sched["timesteps"] = timesteps
-        if epochs is not None:
-            train["epochs"] = epochs
-        return arch, ScheduleConfig(**sched), TrainConfig(**train)
-    except (TypeError, ValueError) as e:
-        raise CgjaxError(f"bad configuration: {e}") from None
 
 
 def add_solver_args(p) -> None:
@@ -109,7 +76,9 @@ def cmd_train(args) -> int:
     from cgjax import distributed
 
     several = distributed.initialize(args.distributed)  # first: before any computation
-    arch, sched, train = _configs(load_config(args.config), args.epochs, args.timesteps)  # cheap checks first
+    from cgjax.diffusion.configs import build_configs
+
+    arch, sched, train = build_configs(load_config(args.config), args.epochs, args.timesteps)  # cheap checks first
     if args.seed is not None:
         train = dataclasses.replace(train, seed=args.seed)
     cohort = read_cohort(args.cohort)
@@ -131,6 +100,9 @@ def cmd_impute(args) -> int:
     options = sample_options_from_args(args)  # the cheap checks first
     several = distributed.initialize(args.distributed)  # first: before any computation
     embedding = None
+    if (args.complete or args.format == "h5mu") and (several or args.decode or args.embedding):
+        raise CgjaxError("--complete and --format h5mu write the cohort's own features from one process; "
+                         "they do not combine with --decode, --embedding or several processes")
     if several and (args.decode or args.embedding):
         raise CgjaxError("--decode is not supported with several processes; decode the merged tables afterwards")
     if args.decode or args.embedding:  # found and read first: fail before sampling, not after
@@ -146,19 +118,26 @@ def cmd_impute(args) -> int:
         claim_output_dir(out, IMPUTE_MARKER, "cgjax imputation directory",
                          {"checkpoint": str(args.checkpoint), "cohort": str(args.cohort), "method": args.method,
                           "replicates": args.replicates, "seed": args.seed})
+    if args.complete or args.format == "h5mu":
+        from cgjax.cli.completed import write_completed
+
+        write_completed(args, ms, cohort, options, progress=not args.quiet)
+        return 0
     # without --decode the tables stream to OUT chunk by chunk (per-process parts merged by process 0)
     tables = pipeline.impute(ms, cohort, options, progress=not args.quiet and distributed.is_primary(),
                              mesh="auto", out_dir=None if embedding is not None else out)
     if embedding is not None:
         tables = decode_imputations(tables, embedding)
+    how = f"{args.method} with the {args.sampler} sampler"
     for m, df in tables.items():
+        rows = int((~cohort.masks[m]).sum()) if m in cohort.masks else cohort.n_samples
         if isinstance(df, Path):
             if distributed.is_primary():
-                print(f"{m}: {args.replicates} replicates -> {df}")
+                print(f"{m}: {rows} samples x {args.replicates} replicate(s), {how} -> {df}")
             continue
         with atomic_file(out / f"{m}.parquet") as tmp:  # a kill leaves no partial table at the path
             df.to_parquet(tmp, index=False)
-        print(f"{m}: {df['sample_id'].nunique()} samples x {args.replicates} replicates -> {out / (m + '.parquet')}")
+        print(f"{m}: {rows} samples x {args.replicates} replicate(s), {how} -> {out / (m + '.parquet')}")
     if not tables:
         print("nothing to impute: every sample has every modality")
     return 0
@@ -172,10 +151,11 @@ def cmd_quickstart(args) -> int:
     from cgjax.evaluate.report import quick_report
     from cgjax.sampling.options import SampleOptions
     from cgjax.sampling.solvers import SolverConfig
+    from cgjax.diffusion.configs import build_configs
 
     options = SampleOptions(solver=SolverConfig(*QUICK_SOLVER_ARGS), replicates=args.replicates, seed=args.seed)
-    arch, sched, train = _configs({}, args.epochs, None, {"arch": QUICK_ARCH, "schedule": QUICK_SCHEDULE,
-                                                           "train": QUICK_TRAIN})
+    arch, sched, train = build_configs({}, args.epochs, None, {"arch": QUICK_ARCH, "schedule": QUICK_SCHEDULE,
+                                                               "train": QUICK_TRAIN})
     t0 = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,30 +193,35 @@ def add_parser(sub) -> None:
     p.add_argument("cohort", help="cohort directory or .h5mu file")
     p.add_argument("--out", required=True, help="checkpoint directory to write (resumed if it exists)")
     p.add_argument("--config", help="JSON or TOML file with sections arch, schedule, train")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--timesteps", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs (overrides the config; default: the config's, paper 1000)")
+    p.add_argument("--timesteps", type=int, help="diffusion timesteps T (overrides the config; default: paper 1000)")
+    p.add_argument("--seed", type=int, help="initialisation and batching seed (overrides the config; default 0)")
     p.add_argument("--split-seed", type=int, default=42,
-                   help="seed of the train/val/test split when the cohort has no split column (default 42); "
+                   help="seed of the train/val/test split when the cohort has no split column; "
                         "recorded in the checkpoint, which 'cgjax evaluate' reuses")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint")
     p.add_argument("--distributed", action="store_true",
                    help="start jax.distributed (automatic under srun) and train data-parallel over every device")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("impute", help="fill in every missing modality of every sample of a cohort")
     p.add_argument("checkpoint", help="checkpoint directory written by 'cgjax train'")
     p.add_argument("cohort", help="cohort directory or .h5mu file (may hold new patients)")
-    p.add_argument("--method", choices=("coherent", "multi", "single"), default="coherent")
-    p.add_argument("--replicates", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=("coherent", "multi", "single"), default="coherent",
+                   help="coherent: Coherent Denoising over the single models a sample's modalities allow (the "
+                        "paper); multi: the masked multi-condition model; single: the best single model")
+    p.add_argument("--replicates", type=int, default=1, help="imputations drawn per missing modality of a sample")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same imputations)")
     p.add_argument("--out", required=True, help="directory for <modality>.parquet")
-    p.add_argument("--weighting", default="inverse_mse", choices=("inverse_mse", "softmax_inverse_mse", "uniform"))
+    p.add_argument("--weighting", default="inverse_mse", choices=("inverse_mse", "softmax_inverse_mse", "uniform"),
+                   help="coherent ensemble weights from the validation MSE (paper: inverse_mse; reference code: "
+                        "softmax_inverse_mse)")
     p.add_argument("--reject-fraction", type=float, default=0.05,
                    help="accept a trajectory when at most this fraction of steps is incoherent (paper 0.05, reference 0.10)")
-    p.add_argument("--max-attempts", type=int, default=10)
-    p.add_argument("--no-rejection", action="store_true")
+    p.add_argument("--max-attempts", type=int, default=10,
+                   help="trajectories tried per row before keeping the least incoherent one")
+    p.add_argument("--no-rejection", action="store_true", help="accept every trajectory (no coherence test)")
     p.add_argument("--max-batch", type=int, help="samples per compiled call (default: from the device's memory)")
     p.add_argument("--distributed", action="store_true",
                    help="start jax.distributed (automatic under srun); each process imputes its block of rows")
@@ -245,15 +230,21 @@ def add_parser(sub) -> None:
                    help="write imputations in feature space (genes, proteins), decoded with COHORT/embedding")
     p.add_argument("--embedding", help="embedding directory written by 'cgjax prepare' (implies --decode; "
                                        "default COHORT/embedding)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--complete", action="store_true",
+                   help="write every sample per modality (observed rows as they were, missing rows imputed, "
+                        "an 'imputed' column) in the cohort's file format, instead of the imputed rows only")
+    p.add_argument("--format", choices=("parquet", "h5mu"), default="parquet",
+                   help="h5mu: write OUT/completed.h5mu, a MuData of every sample (obs 'imputed' flags, "
+                        "replicates in layers, provenance in uns['cgjax'])")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_impute)
 
     p = sub.add_parser("quickstart", help="the main job on the embedded synthetic cohort, in a few minutes on a CPU")
     p.add_argument("--out", default="quickstart_out", help="directory for report.md and metrics.json")
     p.add_argument("--checkpoint", default="checkpoints/quickstart", help="where the trained models go")
-    p.add_argument("--n-samples", type=int, default=QUICK_SAMPLES)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--replicates", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--n-samples", type=int, default=QUICK_SAMPLES, help="samples of the synthetic cohort")
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {QUICK_TRAIN['epochs']})")
+    p.add_argument("--replicates", type=int, default=5, help="imputations per test sample in the report")
+    p.add_argument("--seed", type=int, default=0, help="cohort, training and sampling seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_quickstart)

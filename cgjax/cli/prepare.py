@@ -104,7 +104,7 @@ def _common(p: argparse.ArgumentParser, transform_help: str) -> None:
     p.add_argument("--write-features", action="store_true",
                    help="also write the preprocessed feature tables to OUT/features/")
     p.add_argument("--overwrite", action="store_true", help="replace a cohort previously prepared at --out")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_apply(args) -> int:

@@ -42,8 +42,8 @@ CLINICAL_NAME = "clinical"
 # (float32 needs at most 9; the parse goes via float64, which is far from any float32 rounding tie).
 FLOAT32_FORMAT = "%.9g"
 
-__all__ = ["read_cohort", "write_cohort", "check_modalities", "align_features", "describe_cohort", "describe_modalities",
-           "open_text", "scan_tables", "TABLE_SUFFIXES", "FORMATS"]
+__all__ = ["read_cohort", "read_mudata", "write_cohort", "check_modalities", "align_features", "describe_cohort",
+           "describe_modalities", "open_text", "scan_tables", "TABLE_SUFFIXES", "FORMATS"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -296,6 +296,22 @@ def _read_h5mu(f: Path) -> Cohort:
             mdata = mudata.read_h5mu(f)
     except Exception as e:
         raise CohortError(f"{f}: cannot read MuData file: {type(e).__name__}: {e}") from None
+    return cohort_from_mudata(mdata, f)
+
+
+def read_mudata(data) -> Cohort:
+    """A cohort from a :class:`mudata.MuData` object or a ``.h5mu`` file: one modality per ``mod``
+    (its ``X``, samples = ``obs_names``), clinical labels from the known columns of ``.obs``."""
+    if isinstance(data, (str, os.PathLike)):
+        f = Path(data)
+        if not f.exists():
+            raise CohortError(f"{f}: no such .h5mu file")
+        return _read_h5mu(f)
+    return cohort_from_mudata(data, "<MuData>")
+
+
+def cohort_from_mudata(mdata, f) -> Cohort:
+    """The cohort held by the MuData object ``mdata`` (``f``: where it came from, for errors)."""
     if len(mdata.mod) == 0:
         raise CohortError(f"{f}: empty cohort: the MuData file has no modality (mod)")
     modalities = {}
