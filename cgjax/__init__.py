@@ -13,8 +13,8 @@ _LAZY = {
     "Imputer": ("cgjax.imputer", "Imputer"),
     "read_mudata": ("cgjax.data.io", "read_mudata"),
     **{m: (f"cgjax.{m}", None) for m in ("checkpoint", "cli", "complete", "data", "datasets", "diffusion",
-                                          "distributed", "ensemble", "errors", "evaluate", "imputer", "pipeline",
-                                          "sampling")},
+                                          "distributed", "embedding", "ensemble", "errors", "evaluate", "imputer",
+                                          "output", "pipeline", "presets", "sampling", "scoring")},
 }
 
 

@@ -12,6 +12,7 @@ from cgjax.complete import complete
 from cgjax.datasets import synthetic_tcga
 from cgjax.errors import CohortError
 from cgjax.imputer import Imputer
+from cgjax.sampling.options import SampleOptions
 
 MODS = ("cna", "rnaseq", "rppa")
 D = 4
@@ -80,7 +81,7 @@ def test_mean_fill_is_the_mean_of_the_replicates_and_seed_decides(fitted, df):
 def test_transform_equals_the_pipeline_imputation(fitted, df):
     """The estimator adds nothing to the samples: its imputed cells are pipeline.impute's rows."""
     cohort, _ = fitted._read(df, reset=False)
-    tables = pipeline.impute(fitted.model_set_, cohort, replicates=2, seed=0, progress=False)
+    tables = pipeline.impute(fitted.model_set_, cohort, SampleOptions(replicates=2, seed=0), progress=False)
     out = fitted.sample(df, 2)
     for m, t in tables.items():
         for r in (0, 1):
@@ -171,7 +172,7 @@ def test_cli_checkpoint_loads_into_an_imputer():
     np.testing.assert_array_equal(out.to_numpy()[obs], df.to_numpy()[obs])
     assert np.isfinite(out.to_numpy()).all() and (~obs).any()
     # its imputations are the pipeline's on the same cohort
-    tables = pipeline.impute(est.model_set_, c, seed=0, progress=False, solver=est._solver())
+    tables = pipeline.impute(est.model_set_, c, SampleOptions(seed=0, solver=est._solver()), progress=False)
     t = tables["wsi"]
     cols = est.model_set_.feature_names["wsi"]
     np.testing.assert_array_equal(out.loc[t.sample_id, cols].to_numpy(), t[cols].to_numpy())

@@ -78,7 +78,7 @@ def test_imports_point_down_only():
         u = _unit(mod)
         for d in deps:
             v = _unit(d)
-            if u == "__init__" or v == u:
+            if u == "__init__" or v in (u, "__init__"):  # the root package is lazy (PEP 562): it loads nothing
                 continue
             if RANK[v] >= RANK[u]:
                 bad.append(f"{mod} -> {d}")
