@@ -126,8 +126,10 @@ def test_two_processes_impute_the_single_process_tables(work, capsys):
     assert cli([*impute[:1], str(d / "two_procs"), str(d / "cohort"), *impute[3:], "--out", str(d / "out_one")]) == 0
     capsys.readouterr()
     files = sorted(p.name for p in (d / "out_two").iterdir())
-    assert files == sorted(p.name for p in (d / "out_one").iterdir()) and len(files) == 4  # parts merged, removed
-    for f in files:
+    # the four tables (parts merged, removed) and the marker that makes --out an imputation directory
+    assert files == sorted(p.name for p in (d / "out_one").iterdir()) and len(files) == 5
+    assert "cgjax_imputation.json" in files
+    for f in (f for f in files if f.endswith(".parquet")):
         two, one = pd.read_parquet(d / "out_two" / f), pd.read_parquet(d / "out_one" / f)
         pd.testing.assert_frame_equal(two[["sample_id", "replicate", "attempts", "passed"]],
                                       one[["sample_id", "replicate", "attempts", "passed"]])
