@@ -197,10 +197,11 @@ def report_figures(records: Sequence[dict], out, *, truth: Mapping[str, np.ndarr
     links them)."""
     out = Path(out)
     figs = {"reconstruction": reconstruction_figure(records, out / "figures" / "reconstruction.png")}
-    if any("rank_histogram" in r for r in records):
+    if any("rank_histogram" in r for r in _full_given(records)):
         figs["calibration"] = calibration_figure(records, out / "figures" / "calibration.png")
     if truth is not None and samples:
-        names = [n for n in dict.fromkeys(n for d in samples.values() for n in d) if all(n in d for d in samples.values())]
+        methods = dict.fromkeys(n for d in samples.values() for n in d)  # those with every target
+        names = [n for n in methods if all(n in d for d in samples.values())]
         figs["manifold"] = reconstruction_manifold(truth, samples, names, cancer_types,
                                                    out / "figures" / "manifold.png", method="pca")
     return {k: str(v.relative_to(out)) for k, v in figs.items()}
