@@ -12,6 +12,7 @@ from cgjax.datasets import default_law, synthetic_tcga
 from cgjax.errors import CgjaxError
 from cgjax.evaluate.reconstruction import OracleSampler
 from cgjax.evaluate.run import EvalConfig, detect_synthetic, prepare_data, run_evaluation
+from test_report_figures import assert_report_figures
 
 DIM = 3
 TINY = dict(replicates=2, runs=2, rf_trees=5, n_random=3, embedding="pca", baselines=("knn",), baseline_sets="full",
@@ -50,7 +51,8 @@ def test_outputs_and_metrics_contract(evaluated):
                  "reconstruction_per_cancer.csv", "predictive.csv", "downstream.csv", "downstream_summary.csv",
                  "counterfactual_curves.csv", "counterfactual_auc.csv", "privacy.csv", "privacy_dcr.csv"):
         assert (out / name).stat().st_size > 0, name
-    for fig in ("reconstruction", "manifold", "predictive", "downstream", "counterfactual", "privacy_pca", "dcr"):
+    for fig in ("reconstruction", "calibration", "manifold", "predictive", "downstream", "counterfactual",
+                "privacy_pca", "dcr"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 5000, fig
     m = json.loads((out / "metrics.json").read_text())
     assert m == json.loads(json.dumps(metrics))
@@ -89,8 +91,9 @@ def test_report_has_every_section_and_figure(evaluated):
     for heading in ("## 1. Reconstruction", "### Table 1", "### Calibration", "### Per cancer type", "## 2. Manifold",
                     "## 3. Predictive signal", "## 4. Downstream rescue", "## 5. Counterfactual", "## 6. Unconditional"):
         assert heading in text, heading
-    for fig in ("figures/manifold.png", "figures/downstream.png", "figures/counterfactual.png", "figures/dcr.png"):
-        assert f"]({fig})" in text
+    links = assert_report_figures(out / "report.md")  # each opens, is not blank, has a caption
+    assert set(links) == {f"figures/{f}.png" for f in ("reconstruction", "calibration", "manifold", "predictive",
+                                                       "downstream", "counterfactual", "privacy_pca", "dcr")}
     assert "No Cna, Rnaseq" in text and "oracle_sample" in text and "p=" in text
 
 

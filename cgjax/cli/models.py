@@ -143,12 +143,42 @@ def cmd_impute(args) -> int:
     return 0
 
 
+def write_quick_report(ms, test, law, out: Path, options, *, seconds: dict, progress: bool = False) -> str:
+    """The quickstart's scoring and report: each modality of the complete ``test`` rows (a Cohort)
+    generated from the other ones by ``multi`` and ``coherent`` (``options``: sampler, replicates,
+    seed) and by ``law``'s oracle; writes OUT/report.md with its figures (OUT/figures/*.png: R2
+    against the oracle, rank histogram, PCA of real vs generated) and OUT/metrics.json. ``seconds``
+    holds the training time ("train") and the start time ("start", a time.time()). Returns the report."""
+    from cgjax import pipeline
+    from cgjax.data import Scalers
+    from cgjax.evaluate.figures import report_figures
+    from cgjax.evaluate.reconstruction import ModelSampler, oracle_records, reconstruction_study
+    from cgjax.evaluate.report import quick_report
+
+    scaled = pipeline.scaled_inputs(ms, test)
+    given = {t: [tuple(m for m in ms.modalities if m != t)] for t in ms.modalities}
+    samplers = {m: ModelSampler(ms, dataclasses.replace(options, method=m)) for m in ("multi", "coherent")}
+    res = reconstruction_study(samplers, scaled, modalities=ms.modalities, given_sets=given,
+                               replicates=options.replicates, seed=options.seed, progress=progress)
+    records = res.records + oracle_records(law, test.data, Scalers.from_dict(ms.scalers), given,
+                                           type_prior=law.type_prior(complete_only=True),
+                                           n_draws=options.replicates, seed=options.seed)
+    figs = report_figures(records, out, truth=scaled, samples=res.samples,
+                          cancer_types=test.clinical["cancer_type"].to_numpy()
+                          if "cancer_type" in test.clinical else None)
+    total = time.time() - seconds["start"]
+    report = quick_report(records, ms, seconds={"train": seconds["train"], "total": total}, n_test=test.n_samples,
+                          replicates=options.replicates, figures=figs)
+    (out / "report.md").write_text(report)
+    (out / "metrics.json").write_text(json.dumps({"reconstruction": records, "val_metrics": ms.val_metrics,
+                                                  "seconds": {"train": seconds["train"], "total": total}}, indent=1))
+    return report
+
+
 def cmd_quickstart(args) -> int:
     from cgjax import checkpoint, pipeline
     from cgjax.data import split_cohort
     from cgjax.datasets import default_law, synthetic_tcga
-    from cgjax.evaluate.reconstruction import oracle_records, reconstruction
-    from cgjax.evaluate.report import quick_report
     from cgjax.sampling.options import SampleOptions
     from cgjax.sampling.solvers import SolverConfig
     from cgjax.diffusion.configs import build_configs
@@ -161,30 +191,15 @@ def cmd_quickstart(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cohort = split_cohort(synthetic_tcga(n_samples=args.n_samples, seed=args.seed))
     print(f"synthetic cohort: {cohort.n_samples} samples, modalities {list(cohort.modalities)}")
-    ms = pipeline.train(cohort, args.checkpoint, arch=arch, schedule_cfg=sched, train_cfg=train,
-                        resume=True, progress=not args.quiet)
+    pipeline.train(cohort, args.checkpoint, arch=arch, schedule_cfg=sched, train_cfg=train,
+                   resume=True, progress=not args.quiet)
     t_train = time.time() - t0
     ms = checkpoint.load(args.checkpoint)
-    test = cohort.split("test")
-    scaled = pipeline.scaled_inputs(ms, test)
-    given = {t: [tuple(m for m in ms.modalities if m != t)] for t in ms.modalities}
-    records = reconstruction(ms, scaled, methods=("multi", "coherent"), given_sets=given,
-                             replicates=args.replicates, seed=args.seed, progress=not args.quiet,
-                             options=options)
-    law = default_law()
-    from cgjax.data import Scalers
-
-    scalers = Scalers.from_dict(ms.scalers)
-    records += oracle_records(law, test.data, scalers, given, type_prior=law.type_prior(complete_only=True),
-                              n_draws=args.replicates, seed=args.seed)
-    report = quick_report(records, ms, seconds={"train": t_train, "total": time.time() - t0},
-                          n_test=test.n_samples, replicates=args.replicates)
-    (out / "report.md").write_text(report)
-    (out / "metrics.json").write_text(json.dumps({"reconstruction": records, "val_metrics": ms.val_metrics,
-                                                  "seconds": {"train": t_train, "total": time.time() - t0}},
-                                                 indent=1))
+    report = write_quick_report(ms, cohort.split("test"), default_law(), out, options,
+                                seconds={"start": t0, "train": t_train}, progress=not args.quiet)
     print(report)
-    print(f"models in {args.checkpoint}; report in {out / 'report.md'}, metrics in {out / 'metrics.json'}")
+    print(f"models in {args.checkpoint}; report in {out / 'report.md'} (figures in {out / 'figures'}), "
+          f"metrics in {out / 'metrics.json'}")
     return 0
 
 
@@ -240,7 +255,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_impute)
 
     p = sub.add_parser("quickstart", help="the main job on the embedded synthetic cohort, in a few minutes on a CPU")
-    p.add_argument("--out", default="quickstart_out", help="directory for report.md and metrics.json")
+    p.add_argument("--out", default="quickstart_out", help="directory for report.md, figures/ and metrics.json")
     p.add_argument("--checkpoint", default="checkpoints/quickstart", help="where the trained models go")
     p.add_argument("--n-samples", type=int, default=QUICK_SAMPLES, help="samples of the synthetic cohort")
     p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {QUICK_TRAIN['epochs']})")

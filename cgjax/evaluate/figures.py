@@ -102,12 +102,32 @@ def manifold_figure(real_emb: np.ndarray, gen_embs: Mapping[str, np.ndarray], ca
     return _save(fig, path)
 
 
+def reconstruction_manifold(truth: Mapping[str, np.ndarray], samples: Mapping[str, Mapping[str, np.ndarray]],
+                            names: Sequence[str], cancer_types, path, *, method: str = "umap") -> Path:
+    """:func:`manifold_figure` of whole profiles: the real test rows (``truth``: modality -> f[N, D_m])
+    and, per method of ``names``, the profile whose every modality is the first replicate of its
+    reconstruction from the others (``samples[modality][method]`` f[R, N, D_m]), in the ``method``
+    embedding (:func:`embed`) fitted on the real profiles. ``cancer_types``: str[N] or None."""
+    mods = list(samples)
+    real = np.concatenate([truth[m] for m in mods], axis=1)
+    others = {n: np.concatenate([samples[t][n][0] for t in mods], axis=1) for n in names}
+    base, embs = embed(real, others, method)
+    types = np.full(len(real), "all") if cancer_types is None else cancer_types
+    return manifold_figure(base, embs, types, path, method=method.upper())
+
+
+def _full_given(records: Sequence[dict]) -> list[dict]:
+    """The records whose given set is the largest of their target (every other modality given)."""
+    n_src = {}
+    for r in records:
+        n_src[r["target"]] = max(n_src.get(r["target"], 0), len(r["given"]))
+    return [r for r in records if len(r["given"]) == n_src[r["target"]]]
+
+
 def reconstruction_figure(records: Sequence[dict], path) -> Path:
     """R2 (mean ± std over replicates) per target with every other modality given, per method."""
     plt = _plt()
-    df = pd.DataFrame(records)
-    n_src = df.groupby("target")["given"].apply(lambda g: max(len(x) for x in g))
-    df = df[df.apply(lambda r: len(r["given"]) == n_src[r["target"]], axis=1)]
+    df = pd.DataFrame(_full_given(records))
     targets = list(dict.fromkeys(df["target"]))
     methods = [m for m in COLORS if m in set(df["method"])] + sorted(set(df["method"]) - set(COLORS))
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(targets), 4))
@@ -124,6 +144,67 @@ def reconstruction_figure(records: Sequence[dict], path) -> Path:
     ax.set_title("Reconstruction")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def calibration_figure(records: Sequence[dict], path) -> Path:
+    """Rank histograms per target (every other modality given), one line per method that draws.
+
+    Each record's ``rank_histogram`` (int[R + 1], :func:`cgjax.evaluate.reconstruction.score_samples`)
+    is drawn as the share of entries whose true value has rank 0..R among the R replicates, over the
+    flat line 1 / (R + 1) that a calibrated sampler's histogram scatters around.
+    """
+    plt = _plt()
+    recs = [r for r in _full_given(records) if "rank_histogram" in r]
+    if not recs:
+        raise ValueError("no record has a rank_histogram (point predictions only, or one replicate)")
+    targets = list(dict.fromkeys(r["target"] for r in recs))
+    present = {r["method"] for r in recs}
+    methods = [m for m in COLORS if m in present] + sorted(present - set(COLORS))
+    by = {(r["target"], r["method"]): np.asarray(r["rank_histogram"], np.float64) for r in recs}
+    fig, axes = plt.subplots(1, len(targets), figsize=(0.6 + 3.4 * len(targets), 3.6), sharey=True, squeeze=False)
+    n_ranks = max(len(h) for h in by.values())  # R + 1 (one study: the same R for every method)
+    for ax, t in zip(axes[0], targets):
+        for j, m in enumerate(methods):
+            if (t, m) in by:
+                h = by[(t, m)]
+                ax.plot(np.arange(len(h)), h / h.sum(), marker="o", ms=3.5, lw=1.4, color=_color(m, j),
+                        label=_label(m), ls="--" if m.startswith("oracle") else "-")
+        ax.axhline(1.0 / n_ranks, color="black", ls=":", lw=1.2, label="Calibrated (flat)")
+        ax.set_xticks(np.arange(n_ranks))
+        ax.set_title(t, fontsize=11)
+        ax.set_xlabel("Rank of the truth among replicates")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylim(0, 1.08 * max(max(h / h.sum()) for h in by.values()))  # shared by every panel
+    axes[0][0].set_ylabel("Share of entries")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # every method of any panel, once
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle("Calibration: rank of the true value among the replicates (flat = calibrated)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def report_figures(records: Sequence[dict], out, *, truth: Mapping[str, np.ndarray] | None = None,
+                   samples: Mapping[str, Mapping[str, np.ndarray]] | None = None, cancer_types=None) -> dict[str, str]:
+    """The quickstart's figures, written to ``out``/figures: ``reconstruction`` (:func:`reconstruction_figure`);
+    ``calibration`` (:func:`calibration_figure`) when some method drew several replicates; ``manifold``
+    (PCA, :func:`reconstruction_manifold`) when ``truth`` and ``samples`` (a reconstruction study's
+    full-given generations) are given. Returns figure key -> path relative to ``out`` (as the report
+    links them)."""
+    out = Path(out)
+    figs = {"reconstruction": reconstruction_figure(records, out / "figures" / "reconstruction.png")}
+    if any("rank_histogram" in r for r in _full_given(records)):
+        figs["calibration"] = calibration_figure(records, out / "figures" / "calibration.png")
+    if truth is not None and samples:
+        methods = dict.fromkeys(n for d in samples.values() for n in d)  # those with every target
+        names = [n for n in methods if all(n in d for d in samples.values())]
+        figs["manifold"] = reconstruction_manifold(truth, samples, names, cancer_types,
+                                                   out / "figures" / "manifold.png", method="pca")
+    return {k: str(v.relative_to(out)) for k, v in figs.items()}
 
 
 def predictive_figure(summary: pd.DataFrame, path, *, metric: str = "macro_f1") -> Path:

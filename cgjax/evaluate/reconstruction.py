@@ -33,7 +33,7 @@ from cgjax.ensemble import sample_target
 from cgjax.evaluate import baselines, probabilistic
 from cgjax.evaluate.probabilistic import PROBABILISTIC_METHODS
 from cgjax.sampling.options import SampleOptions
-from cgjax.scoring import metrics, stats
+from cgjax.scoring import calibration, metrics, stats
 
 Sampler = Callable[..., object]
 POINT_METHODS = ("knn", "iterative", "mean", "oracle_mean")
@@ -217,8 +217,10 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
     r2_of_mean: R2 of the replicate mean; energy_score: mean over rows; coverage_range: fraction of
     entries inside the range [min, max] of their R replicates, and coverage_range_expected =
     (R - 1) / (R + 1), its expectation for a calibrated sampler
-    (:func:`cgjax.scoring.metrics.range_coverage`); variance_ratio (with ``posterior_var``):
-    replicate variance (ddof 1) over the oracle's posterior variance (about 1 when calibrated).
+    (:func:`cgjax.scoring.metrics.range_coverage`); rank_histogram: int[R + 1], how many entries
+    have their true value at rank 0..R among their R replicates (:func:`cgjax.scoring.calibration.pit_ranks`,
+    flat for a calibrated sampler); variance_ratio (with ``posterior_var``): replicate variance
+    (ddof 1) over the oracle's posterior variance (about 1 when calibrated).
 
     A point prediction (R = 1, or R identical replicates) has no energy score or coverage: the
     energy score of a point mass is its mean distance to the truth and its interval is empty, so
@@ -237,6 +239,7 @@ def score_samples(samples: np.ndarray, truth: np.ndarray, posterior_var: np.ndar
         rec["energy_score"] = float(metrics.energy_score(samples, truth).mean())
         rec["coverage_range"] = metrics.range_coverage(samples, truth)
         rec["coverage_range_expected"] = metrics.expected_range_coverage(R)
+        rec["rank_histogram"] = [int(c) for c in calibration.rank_histogram(calibration.pit_ranks(samples, truth), R)]
     else:
         rec["mean_distance"] = float(np.linalg.norm(samples[0] - truth, axis=1).mean())
     if posterior_var is not None:
@@ -389,7 +392,7 @@ def reconstruction_anova(records: list[dict]) -> pd.DataFrame:
         return pd.DataFrame()  # not a complete design: a method, target or replicate missing
 
 
-# ---- the original entry points (kept for the quickstart) -----------------------------------------
+# ---- the original entry points -----------------------------------------------------------------
 
 def reconstruction(ms, test: dict[str, np.ndarray], *, methods=("single", "multi", "coherent"),
                    given_sets: dict[str, list[tuple[str, ...]]] | None = None, replicates: int = 10,

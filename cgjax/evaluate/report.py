@@ -40,6 +40,44 @@ def _methods(df: pd.DataFrame) -> list[str]:
     return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
 
 
+# Under every figure of a report: what it shows and what a good result looks like.
+FIGURE_CAPTIONS = {
+    "reconstruction": "Pooled R² (mean ± std over replicates) of each method per target, every other modality "
+                      "given. Good: our samplers' bars reach `Oracle (posterior draws)`, the R² of exact posterior "
+                      "draws. `Oracle (posterior mean)` is the ceiling of a point prediction and is higher by design: "
+                      "a sampler above the draws' bar gives too little spread, it is not better. Without an oracle "
+                      "(real data), compare with the probabilistic baselines (`*_sample`), not the point predictors.",
+    "calibration": "Share of entries whose true value has rank 0..R among its R replicates, per target, every other "
+                   "modality given. Good: flat along the dotted line 1/(R+1), as exact posterior draws are "
+                   "(dashed). A U (extreme ranks too common) = replicates too narrow, over-confident; a hump in the "
+                   "middle = too wide; a slope = biased.",
+    "manifold": "Real test profiles and each method's reconstructions in an embedding fitted on the real ones, "
+                "coloured by cancer type. Good: reconstructions fill the same regions as the real profiles, with "
+                "each cancer type in its real cluster; a collapsed or shifted cloud is structure the sampler lost.",
+    "predictive": "A classifier trained on real data, tested on real or generated test data. Good: bars on "
+                  "generated data as high as on real data; a drop is class signal the generation lost.",
+    "downstream": "Models tested with modalities removed (ablation) or removed then imputed. Good: imputed points "
+                  "rise from the ablation back towards the full-data band (grey); at the ablation's level the "
+                  "imputation added nothing.",
+    "counterfactual": "Metric vs fraction of patients with the modality observed. Good: the informed curves (solid) "
+                      "above random acquisition (dashed), i.e. the generated data picks the patients worth measuring.",
+    "privacy_pca": "Unconditional samples (colour) over the train profiles (grey), PCA fitted on train. Good: the "
+                   "generated points cover the grey cloud as the held-out real ones do, neither a small part of it "
+                   "nor outside it.",
+    "privacy_umap": "Unconditional samples (colour) over the train profiles (grey), UMAP fitted on train. Good: the "
+                    "generated points cover the grey cloud as the held-out real ones do, neither a small part of it "
+                    "nor outside it.",
+    "dcr": "Distance of each generated row to its closest training record, against that of held-out real rows. "
+           "Good: the two histograms alike, with about 5% of generated rows left of the dotted line (the held-out "
+           "5th percentile); more there means rows copied from the training set.",
+}
+
+
+def figure_markdown(key: str, path: str, alt: str) -> str:
+    """A report figure: the image link, then its caption (:data:`FIGURE_CAPTIONS`) on the next line."""
+    return f"![{alt}]({path})\n\n*Figure: {alt}.* {FIGURE_CAPTIONS[key]}\n"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -73,7 +111,12 @@ def energy_markdown(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def quick_report(records: list[dict], ms, *, seconds: dict, n_test: int, replicates: int) -> str:
+def quick_report(records: list[dict], ms, *, seconds: dict, n_test: int, replicates: int,
+                 figures: Mapping[str, str] | None = None) -> str:
+    """The quickstart's report; ``figures``: key -> path relative to the report
+    (:func:`cgjax.evaluate.figures.report_figures`), embedded with their captions."""
+    figures = figures or {}
+    fig = lambda key, alt: figure_markdown(key, figures[key], alt) if key in figures else ""
     n_models = sum(len(g.specs) for g in ms.groups.values())
     return "\n".join([
         "# cgjax quickstart",
@@ -92,6 +135,7 @@ def quick_report(records: list[dict], ms, *, seconds: dict, n_test: int, replica
         "",
         reconstruction_markdown(records),
         "",
+        fig("reconstruction", "reconstruction R² against the oracle"),
         "## Calibration: energy score (lower is better) / coverage of the replicates' range",
         "",
         f"The range [min, max] of R = {replicates} calibrated replicates covers the truth with probability "
@@ -99,6 +143,9 @@ def quick_report(records: list[dict], ms, *, seconds: dict, n_test: int, replica
         "",
         energy_markdown(records),
         "",
+        fig("calibration", "rank histogram of the truth among the replicates"),
+        *(["## Real vs generated profiles", "", fig("manifold", "PCA of real vs reconstructed test profiles")]
+          if "manifold" in figures else []),
     ])
 
 
@@ -268,7 +315,7 @@ def full_report(res: Mapping, *, figures: Mapping[str, str], header: Sequence[st
     """The report of :func:`cgjax.evaluate.run.run_evaluation`: ``res`` holds the step results
     (keys reconstruction, predictive, downstream, counterfactual, privacy; each optional);
     ``embedding`` ("umap" | "pca") is the one the manifold figure was drawn with."""
-    fig = lambda key, alt: f"![{alt}]({figures[key]})\n" if key in figures else ""
+    fig = lambda key, alt: figure_markdown(key, figures[key], alt) + "\n" if key in figures else ""
     L = ["# cgjax evaluation report", "", *header, ""]
     rec = res.get("reconstruction")
     if rec is not None:
@@ -294,6 +341,7 @@ def full_report(res: Mapping, *, figures: Mapping[str, str], header: Sequence[st
               "overconfident, more when overdispersed; compare with `oracle_sample`. "
               "Variance ratio: replicate variance over the oracle's posterior variance (1 when calibrated, 0 for "
               "a point prediction).", "", calibration_markdown(rec.records), "",
+              fig("calibration", "rank histogram of the truth among the replicates"),
               "### Paired tests over replicates (Bonferroni per target)", "",
               tests_markdown(rec.tests, ["target"]), "",
               "### Per cancer type (R² definition C, all other modalities given, replicate mean)", "",

@@ -349,14 +349,12 @@ def run_evaluation(data: EvalData, samplers: Mapping, out, cfg: EvalConfig | Non
                             rr.samples, data.scalers, feature_space["embedding"], feature_space["features"],
                             feature_space["train_ids"], data.test_ids, mods)
                     figs["reconstruction"] = figures.reconstruction_figure(rr.records, out / "figures" / "reconstruction.png")
+                    figs["calibration"] = figures.calibration_figure(rr.records, out / "figures" / "calibration.png")
             if step == "manifold":
                 names = [m for m in gen_plus if all(m in full_samples.get(t, {}) for t in mods)]
-                real = np.concatenate([data.test[m] for m in mods], axis=1)
-                others = {n: np.concatenate([full_samples[t][n][0] for t in mods], axis=1) for n in names}
-                base, embs = figures.embed(real, others, cfg.embedding)
-                figs["manifold"] = figures.manifold_figure(base, embs, cancer if cancer is not None else
-                                                           np.full(len(real), "all"), out / "figures" / "manifold.png",
-                                                           method=cfg.embedding.upper())
+                figs["manifold"] = figures.reconstruction_manifold(
+                    data.test, {t: full_samples[t] for t in mods}, names, cancer, out / "figures" / "manifold.png",
+                    method=cfg.embedding)
             elif step == "predictive":
                 generated = {t: {n: full_samples[t][n] for n in gen_plus if n in full_samples.get(t, {})} for t in mods}
                 df = predictive.predictive_signal(generated, data.train, data.test, data.labels_train, data.labels_test,
