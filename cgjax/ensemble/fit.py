@@ -21,6 +21,7 @@ from cgjax.diffusion.train import (GroupData, TrainConfig, TrainState, init_stat
 from cgjax.ensemble.arrays import group_arrays
 from cgjax.ensemble.spec import Group, ModelSet, build_groups
 from cgjax.errors import CgjaxError
+from cgjax.sampling.algebra import make_model
 from cgjax.sampling.coherent import RejectionConfig, make_sampler
 from cgjax.scoring.metrics import energy_score
 
@@ -31,7 +32,8 @@ from cgjax.scoring.metrics import energy_score
 def _member_sampler(dcfg: denoiser.DenoiserConfig, schedule_cfg: ScheduleConfig):
     """jit(vmap over models) of the plain (no-ensemble, no-rejection) sampler: every model of a
     group samples its own validation conditions in one program."""
-    sampler = make_sampler(dcfg, make_schedule(schedule_cfg), rejection=RejectionConfig(enabled=False))
+    schedule = make_schedule(schedule_cfg)
+    sampler = make_sampler(make_model(dcfg, schedule.timesteps), schedule, rejection=RejectionConfig(enabled=False))
 
     def one(params, batch_stats, key, conds, masks, row_ids):
         add = lambda a: a[None]

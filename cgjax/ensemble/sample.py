@@ -23,6 +23,7 @@ from cgjax.diffusion.schedule import make_schedule
 from cgjax.ensemble.arrays import pad_columns
 from cgjax.ensemble.spec import ModelSet
 from cgjax.errors import CgjaxError
+from cgjax.sampling.algebra import make_model
 from cgjax.sampling.coherent import make_sampler
 from cgjax.sampling.options import SampleOptions
 from cgjax.sampling.weights import best_available, ensemble_weights
@@ -30,8 +31,9 @@ from cgjax.sampling.weights import best_available, ensemble_weights
 
 @functools.lru_cache(maxsize=None)
 def _ensemble_sampler(dcfg, schedule_cfg, rejection, return_distance, solver):
-    return make_sampler(dcfg, make_schedule(schedule_cfg), rejection=rejection, return_distance=return_distance,
-                        solver=solver)
+    schedule = make_schedule(schedule_cfg)
+    return make_sampler(make_model(dcfg, schedule.timesteps), schedule, rejection=rejection,
+                        return_distance=return_distance, solver=solver)
 
 
 @dataclasses.dataclass
