@@ -137,7 +137,8 @@ def our_runner(schedule: Schedule, params, stats, conds, weights, *, algebra_nam
     N, M = conds.shape[:2]
     args = (params, stats, jax.random.PRNGKey(0), jnp.asarray(conds), jnp.ones((N, M, 1), jnp.float32),
             jnp.asarray(weights), jnp.arange(N, dtype=jnp.int32))
-    sampler = make_sampler(PAPER, schedule, rejection=NO_RETRY, solver=solver, algebra=algebra_name)
+    sampler = make_sampler(algebra.make_model(PAPER, schedule.timesteps, algebra_name), schedule, rejection=NO_RETRY,
+                           solver=solver)
     fn = lambda: sampler(*args).x0.block_until_ready()
     t0 = time.perf_counter()
     fn()

@@ -42,6 +42,7 @@ def worker(args) -> dict:
     from cgjax import distributed
     from cgjax.diffusion import denoiser
     from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
+    from cgjax.sampling.algebra import make_model
     from cgjax.sampling.coherent import RejectionConfig, make_sampler
 
     devices = jax.devices()[: args.n]
@@ -55,7 +56,7 @@ def worker(args) -> dict:
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *[m[0] for m in members])
     stats = jax.tree.map(lambda *xs: jnp.stack(xs), *[m[1] for m in members])
     schedule = make_schedule(ScheduleConfig(timesteps=args.timesteps))
-    sampler = make_sampler(cfg, schedule, rejection=RejectionConfig(enabled=False))
+    sampler = make_sampler(make_model(cfg, schedule.timesteps), schedule, rejection=RejectionConfig(enabled=False))
     key = jax.random.PRNGKey(0)
     out = {"devices": args.n, "platform": devices[0].platform, "device_kind": devices[0].device_kind,
            "sampling": [], "training": None}

@@ -9,8 +9,9 @@ import pytest
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
 from cgjax.sampling import algebra
-from cgjax.sampling.coherent import RejectionConfig, make_sampler, model_from_eps_fn
+from cgjax.sampling.coherent import RejectionConfig, make_sampler
 from cgjax.sampling.weights import ensemble_weights
+from oracles import eps_model
 
 # two condition slots of different widths, non-square hidden/time sizes
 CFG = denoiser.DenoiserConfig(x_dim=6, cond_dims=(5, 3), hidden=24, n_layers=4, time_dim=10, cond_embed_dim=4)
@@ -92,13 +93,13 @@ def test_folded_ensemble_model_equals_plain_ensemble_model():
         a = np.asarray(eps_plain(p_plain, x, t))
         assert a.shape == (M, N, CFG.x_dim)
         np.testing.assert_allclose(np.asarray(eps_fold(p_fold, x, t)), a, rtol=RTOL, atol=ATOL)
-    # the older six-argument hook is the same function
+    # the tests' six-argument hook (tests/oracles.py) is the same function
     plain_model = algebra.plain_model(CFG)
 
     def plain_eps_fn(params, batch_stats, x_t, t, conds, masks):
         return plain_model.eps(plain_model.prepare(params, batch_stats, conds, masks), x_t, t)
 
-    legacy = model_from_eps_fn(plain_eps_fn)
+    legacy = eps_model(plain_eps_fn, CFG.x_dim)
     legacy_eps = jax.jit(lambda x, t: legacy.eps(legacy.prepare(params, stats, conds, masks), x, t))
     np.testing.assert_allclose(np.asarray(legacy_eps(x, 5)), np.asarray(eps_plain(p_plain, x, 5)), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown algebra"):
@@ -114,8 +115,8 @@ def test_folded_sampler_equals_plain_sampler():
     weights = ensemble_weights(None, np.array([0.6, 0.4]), np.array([[1, 1]] * 5 + [[1, 0], [0, 1]], bool))
     args = (params, stats, jax.random.PRNGKey(9), conds, masks, weights, jnp.arange(N))
     kw = dict(rejection=RejectionConfig(enabled=False), return_distance=True)
-    fold = make_sampler(CFG, schedule, algebra="folded", **kw)(*args)
-    plain = make_sampler(CFG, schedule, algebra="plain", **kw)(*args)
+    fold = make_sampler(algebra.make_model(CFG, T, "folded"), schedule, **kw)(*args)
+    plain = make_sampler(algebra.make_model(CFG, T, "plain"), schedule, **kw)(*args)
     np.testing.assert_allclose(np.asarray(fold.x0), np.asarray(plain.x0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(fold.distance), np.asarray(plain.distance), rtol=1e-4, atol=1e-4)
 

@@ -6,32 +6,19 @@ import numpy as np
 
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
+from cgjax.sampling.algebra import make_model
 from cgjax.sampling.coherent import RejectionConfig, make_sampler, row_noise
 from cgjax.sampling.weights import ensemble_weights
+from oracles import eps_model, gaussian_model
 
 NO_REJECT = RejectionConfig(enabled=False)
 
 
-def gaussian_eps_fn(mu, cov, schedule):
-    """Exact E[eps | x_t] for x_0 ~ N(mu, cov): sqrt(1 - abar) S_t^{-1} (x_t - sqrt(abar) mu),
-    S_t = abar cov + (1 - abar) I. ``params`` is unused; one ensemble member."""
-    mu, cov = jnp.asarray(mu), jnp.asarray(cov)
-
-    def eps(params, batch_stats, x_t, t, conds, masks):
-        a = schedule.alpha_bars[t]
-        S = a * cov + (1 - a) * jnp.eye(len(mu))
-        e = jnp.sqrt(1 - a) * jnp.linalg.solve(S, (x_t - jnp.sqrt(a) * mu[None]).T).T
-        return e[None]
-
-    return eps
-
-
 def test_exact_gaussian_denoiser_reproduces_data_distribution():
-    cfg = denoiser.DenoiserConfig(x_dim=2, cond_dims=(1,), hidden=4, n_layers=2, time_dim=2, cond_embed_dim=1)
     schedule = make_schedule(ScheduleConfig(timesteps=1000))
     mu = np.array([1.5, -0.5])
     cov = np.array([[1.0, 0.6], [0.6, 0.5]])
-    sampler = make_sampler(cfg, schedule, rejection=NO_REJECT, eps_fn=gaussian_eps_fn(mu, cov, schedule))
+    sampler = make_sampler(gaussian_model(mu, cov, schedule), schedule, rejection=NO_REJECT)
     N = 4000
     res = sampler(None, None, jax.random.PRNGKey(0), jnp.zeros((N, 1, 1, 1)), jnp.ones((N, 1, 1)),
                   jnp.ones((N, 1)), jnp.arange(N))
@@ -112,7 +99,7 @@ def test_coherent_sampler_matches_float64_numpy():
     weights = np.asarray(ensemble_weights(None, np.array([0.5, 0.3, 0.2]), avail))
     key, row_ids = jax.random.PRNGKey(3), jnp.arange(N)
     schedule = make_schedule(SCHEDULE_CFG)
-    sampler = make_sampler(CFG, schedule, rejection=NO_REJECT, return_distance=True)
+    sampler = make_sampler(make_model(CFG, schedule.timesteps), schedule, rejection=NO_REJECT, return_distance=True)
     res = sampler(params, stats, key, jnp.asarray(conds), jnp.ones((N, M, 1)), jnp.asarray(weights), row_ids)
     noises = {t: np.asarray(row_noise(jax.random.fold_in(key, 0), row_ids, t, 3), np.float64)
               for t in range(SCHEDULE_CFG.timesteps + 1)}
@@ -126,7 +113,7 @@ def test_one_hot_ensemble_equals_single_model_and_subsets_equal_separate_runs():
     M, N = 3, 6
     params, stats = _ensemble(M, seed=1)
     schedule = make_schedule(SCHEDULE_CFG)
-    sampler = make_sampler(CFG, schedule, rejection=NO_REJECT)
+    sampler = make_sampler(make_model(CFG, schedule.timesteps), schedule, rejection=NO_REJECT)
     rng = np.random.default_rng(1)
     conds = jnp.asarray(rng.normal(size=(N, M, 1, 2)), jnp.float32)
     key, ids = jax.random.PRNGKey(0), jnp.arange(N)
@@ -145,14 +132,14 @@ def test_one_hot_ensemble_equals_single_model_and_subsets_equal_separate_runs():
         np.testing.assert_allclose(mixed[rows], np.asarray(alone.x0), rtol=1e-6, atol=1e-6)
 
 
-def _fixed_eps_fn(signs):
+def _fixed_model(signs):
     """M members predicting signs[m] * (x_t + 1): identical up to sign."""
     signs = jnp.asarray(signs, jnp.float32)
 
     def eps(params, batch_stats, x_t, t, conds, masks):
         return signs[:, None, None] * (x_t + 1.0)[None]
 
-    return eps
+    return eps_model(eps, CFG.x_dim)
 
 
 def test_opposite_models_always_rejected_identical_never():
@@ -161,12 +148,12 @@ def test_opposite_models_always_rejected_identical_never():
     rej = RejectionConfig(enabled=True, max_attempts=4)
     args = (None, None, jax.random.PRNGKey(0), jnp.zeros((N, 2, 1, 1)), jnp.ones((N, 2, 1)),
             jnp.full((N, 2), 0.5), jnp.arange(N))
-    bad = make_sampler(CFG, schedule, rejection=rej, eps_fn=_fixed_eps_fn([1.0, -1.0]))(*args)
+    bad = make_sampler(_fixed_model([1.0, -1.0]), schedule, rejection=rej)(*args)
     assert np.all(np.asarray(bad.attempts) == 4)
     assert not np.any(np.asarray(bad.passed))
     assert np.all(np.asarray(bad.frac_incoherent) == 1.0)
     assert np.all(np.isfinite(np.asarray(bad.x0))) and np.any(np.asarray(bad.x0) != 0)  # never a zero vector
-    good = make_sampler(CFG, schedule, rejection=rej, eps_fn=_fixed_eps_fn([1.0, 1.0]))(*args)
+    good = make_sampler(_fixed_model([1.0, 1.0]), schedule, rejection=rej)(*args)
     assert np.all(np.asarray(good.attempts) == 1)
     assert np.all(np.asarray(good.passed))
     assert np.all(np.asarray(good.frac_incoherent) == 0.0)
@@ -184,14 +171,15 @@ def test_rejection_redraws_only_pending_rows():
 
     args = (None, None, jax.random.PRNGKey(5), jnp.zeros((N, 2, 1, 1)), jnp.ones((N, 2, 1)),
             jnp.full((N, 2), 0.5), jnp.arange(N))
-    rej = make_sampler(CFG, schedule, rejection=RejectionConfig(max_attempts=3), eps_fn=eps)(*args)
-    plain = make_sampler(CFG, schedule, rejection=NO_REJECT, eps_fn=eps)(*args)
+    model = eps_model(eps, CFG.x_dim)
+    rej = make_sampler(model, schedule, rejection=RejectionConfig(max_attempts=3))(*args)
+    plain = make_sampler(model, schedule, rejection=NO_REJECT)(*args)
     np.testing.assert_array_equal(np.asarray(rej.attempts), [3, 1, 1])
     np.testing.assert_array_equal(np.asarray(rej.passed), [False, True, True])
     np.testing.assert_allclose(np.asarray(rej.x0[1:]), np.asarray(plain.x0[1:]))
 
 
-def _flag_eps_fn(record=None):
+def _flag_model(record=None):
     """Two members: member 0 predicts x_t + 1, member 1 predicts c (x_t + 1) with c = the row's
     condition of member 1 (+1 agrees, -1 opposes). With ``record``, each executed first step
     appends the number of rows it ran on (the batch size of that attempt)."""
@@ -203,7 +191,7 @@ def _flag_eps_fn(record=None):
         c = conds[:, 1, 0, :1]
         return jnp.stack([x_t + 1.0, c * (x_t + 1.0)])
 
-    return eps
+    return eps_model(eps, CFG.x_dim)
 
 
 def _flag_args(flags, weights, seed=0):
@@ -221,8 +209,8 @@ def test_rows_with_one_available_model_always_pass_below_threshold_one():
     schedule = make_schedule(SCHEDULE_CFG)
     flags = [1.0, -1.0, -1.0, 1.0]
     weights = [[0.5, 0.5], [0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]  # pair, opposed pair, member 0 only, member 1 only
-    res = make_sampler(CFG, schedule, rejection=RejectionConfig(cos_threshold=0.5, max_attempts=3),
-                       eps_fn=_flag_eps_fn(), return_distance=True)(*_flag_args(flags, weights))
+    res = make_sampler(_flag_model(), schedule, rejection=RejectionConfig(cos_threshold=0.5, max_attempts=3),
+                       return_distance=True)(*_flag_args(flags, weights))
     np.testing.assert_array_equal(np.asarray(res.passed), [True, False, True, True])
     np.testing.assert_array_equal(np.asarray(res.attempts), [1, 3, 1, 1])
     np.testing.assert_array_equal(np.asarray(res.frac_incoherent), [0.0, 1.0, 0.0, 0.0])
@@ -241,18 +229,18 @@ def test_retries_run_only_the_rejected_rows_and_passed_rows_equal_a_run_without_
     flags[bad] = -1.0
     args = _flag_args(flags, np.full((N, 2), 0.5))
     record = []
-    rej = make_sampler(CFG, schedule, rejection=RejectionConfig(max_attempts=4), eps_fn=_flag_eps_fn(record))(*args)
+    rej = make_sampler(_flag_model(record), schedule, rejection=RejectionConfig(max_attempts=4))(*args)
     jax.effects_barrier()
     assert retry_sizes(N) == (64, 16)
     assert record == [64, 16, 16, 16], record  # 112 rows sampled, against 4 x 64 = 256 rerunning the chunk
-    plain = make_sampler(CFG, schedule, rejection=NO_REJECT, eps_fn=_flag_eps_fn())(*args)
+    plain = make_sampler(_flag_model(), schedule, rejection=NO_REJECT)(*args)
     good = np.setdiff1d(np.arange(N), bad)
     np.testing.assert_array_equal(np.asarray(rej.x0)[good], np.asarray(plain.x0)[good])
     np.testing.assert_array_equal(np.asarray(rej.attempts)[bad], 4)
     assert not np.asarray(rej.passed)[bad].any() and np.asarray(rej.passed)[good].all()
     # many pending rows use the full batch again (no gather)
     record.clear()
-    make_sampler(CFG, schedule, rejection=RejectionConfig(max_attempts=2), eps_fn=_flag_eps_fn(record))(
+    make_sampler(_flag_model(record), schedule, rejection=RejectionConfig(max_attempts=2))(
         *_flag_args(-np.ones(N, np.float32), np.full((N, 2), 0.5)))
     jax.effects_barrier()
     assert record == [64, 64], record
@@ -272,8 +260,8 @@ def test_a_row_that_never_passes_keeps_its_least_incoherent_attempt():
 
     args = (None, None, jax.random.PRNGKey(11), jnp.zeros((N, 2, 1, 1)), jnp.ones((N, 2, 1)),
             jnp.full((N, 2), 0.5), jnp.arange(N))
-    runs = [make_sampler(CFG, schedule, rejection=RejectionConfig(max_fraction=0.0, max_attempts=m),
-                         eps_fn=eps)(*args) for m in (1, 2, 3, 4)]
+    runs = [make_sampler(eps_model(eps, CFG.x_dim), schedule,
+                         rejection=RejectionConfig(max_fraction=0.0, max_attempts=m))(*args) for m in (1, 2, 3, 4)]
     fracs = np.stack([np.asarray(r.frac_incoherent) for r in runs])
     xs = np.stack([np.asarray(r.x0) for r in runs])
     assert not any(np.asarray(r.passed).any() for r in runs)
@@ -336,7 +324,8 @@ def test_accelerated_solvers_match_float64_numpy():
     noises = {t: np.asarray(row_noise(jax.random.fold_in(key, 0), row_ids, t, 3), np.float64)
               for t in range(SCHEDULE_CFG.timesteps + 1)}
     for solver in (SolverConfig("ddim", K, eta=0.5), SolverConfig("dpm", K)):
-        sampler = make_sampler(CFG, make_schedule(SCHEDULE_CFG), rejection=NO_REJECT, solver=solver)
+        schedule = make_schedule(SCHEDULE_CFG)
+        sampler = make_sampler(make_model(CFG, schedule.timesteps), schedule, rejection=NO_REJECT, solver=solver)
         res = sampler(params, stats, key, jnp.asarray(conds), jnp.ones((N, M, 1)), jnp.asarray(weights), row_ids)
         ref = _np_solver_coherent(params, stats, conds.astype(np.float64), weights.astype(np.float64), noises,
                                   solver.kind, K, solver.eta)

@@ -10,6 +10,7 @@ from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
 from cgjax.sampling.coherent import RejectionConfig, make_sampler
 from cgjax.sampling.solvers import SolverConfig, make_solver, solver_timesteps
+from oracles import eps_model, gaussian_model
 
 SCHEDULE = make_schedule(ScheduleConfig(timesteps=1000))
 ABAR = np.asarray(SCHEDULE.alpha_bars, np.float64)
@@ -106,18 +107,6 @@ MU = np.array([1.5, -0.5])
 COV = np.array([[1.0, 0.6], [0.6, 0.5]])
 
 
-def _gaussian_eps_fn(mu, cov):
-    """Exact E[eps | x_t] for x_0 ~ N(mu, cov), one ensemble member (see tests/test_sampler.py)."""
-    mu, cov = jnp.asarray(mu, jnp.float32), jnp.asarray(cov, jnp.float32)
-
-    def eps(params, batch_stats, x_t, t, conds, masks):
-        a = SCHEDULE.alpha_bars[t]
-        S = a * cov + (1 - a) * jnp.eye(len(mu))
-        return (jnp.sqrt(1 - a) * jnp.linalg.solve(S, (x_t - jnp.sqrt(a) * mu[None]).T).T)[None]
-
-    return eps
-
-
 def _exact_law(solver: SolverConfig):
     """The exact output law of a deterministic solver with the exact Gaussian denoiser, in float64:
     eps_hat is affine in x_t, so every step is an affine map of x_{T-1} ~ N(0, I); we carry
@@ -158,8 +147,8 @@ def test_exact_gaussian_denoiser_reproduces_data_distribution(solver, law_tol):
     sampling error; that law is within ``law_tol`` of the data covariance. DDIM is first order: on
     this schedule at K = 50 it shrinks the variance by ~7 % (each step contracts by cos of its angle
     in the (alpha, sigma) plane), DPM-Solver++(2M) at K = 20 is within ~1 %."""
-    sampler = make_sampler(CFG, SCHEDULE, rejection=RejectionConfig(enabled=False), solver=solver,
-                           eps_fn=_gaussian_eps_fn(MU, COV))
+    sampler = make_sampler(gaussian_model(MU, COV, SCHEDULE), SCHEDULE, rejection=RejectionConfig(enabled=False),
+                           solver=solver)
     N = 4000
     res = sampler(None, None, jax.random.PRNGKey(0), jnp.zeros((N, 1, 1, 1)), jnp.ones((N, 1, 1)),
                   jnp.ones((N, 1)), jnp.arange(N))
@@ -185,8 +174,9 @@ def test_rejection_counts_the_fraction_of_steps_taken():
 
     args = (None, None, jax.random.PRNGKey(0), jnp.zeros((N, 2, 1, 1)), jnp.ones((N, 2, 1)),
             jnp.full((N, 2), 0.5), jnp.arange(N))
-    sampler = make_sampler(CFG, schedule, rejection=RejectionConfig(max_fraction=0.15, max_attempts=3),
-                           solver=SolverConfig("ddim", 10, eta=1.0), eps_fn=eps, return_distance=True)
+    sampler = make_sampler(eps_model(eps, CFG.x_dim), schedule,
+                           rejection=RejectionConfig(max_fraction=0.15, max_attempts=3),
+                           solver=SolverConfig("ddim", 10, eta=1.0), return_distance=True)
     res = sampler(*args)
     np.testing.assert_allclose(np.asarray(res.frac_incoherent), 0.2)
     assert res.distance.shape == (N, 10)

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cgjax import ensemble
 from cgjax.diffusion import denoiser
+from cgjax.ensemble import fit
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule, q_sample
 from cgjax.diffusion.train import (GroupData, TrainConfig, _split_step_key, draw_minibatch, init_state,
                                    make_inference_fn)
@@ -103,9 +103,7 @@ def test_training_loop_validates_ema_with_its_own_statistics_and_moves_the_bar_e
     """Through the training loop: the group validated (and kept) holds the EMA weights and
     statistics recomputed for them, not the live running statistics. The progress bar counts
     optimiser steps and moves after every compiled call (so its ETA is live), up to the total."""
-    import tqdm.auto
-
-    monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
+    monkeypatch.setattr(fit, "tqdm", _RecordingBar)
     rng = np.random.default_rng(1)
     n = 40
     # equal widths: one group of single models and one of multi models
@@ -113,23 +111,23 @@ def test_training_loop_validates_ema_with_its_own_statistics_and_moves_the_bar_e
     masks = {m: np.ones(n, bool) for m in data}
     tcfg = TrainConfig(batch_size=8, steps_per_call=5, epochs=1, eval_every=1, val_replicates=1, ema_decay=0.8,
                        learning_rate=3e-2)
-    run = ensemble.new_training_run(data, masks, modalities=("a", "b"), dims={"a": 2, "b": 2},
-                                    arch=ensemble.ArchConfig(hidden=8, n_layers=3, time_dim=4, cond_embed_dim=2),
-                                    schedule_cfg=ScheduleConfig(timesteps=30), train_cfg=tcfg, scalers={},
-                                    feature_names={"a": ["a0", "a1"], "b": ["b0", "b1"]})
+    run = fit.new_training_run(data, masks, modalities=("a", "b"), dims={"a": 2, "b": 2},
+                               arch=denoiser.ArchConfig(hidden=8, n_layers=3, time_dim=4, cond_embed_dim=2),
+                               schedule_cfg=ScheduleConfig(timesteps=30), train_cfg=tcfg, scalers={},
+                               feature_names={"a": ["a0", "a1"], "b": ["b0", "b1"]})
     seen = {}
-    validate = ensemble.validate_group
-    monkeypatch.setattr(ensemble, "validate_group",
+    validate = fit.validate_group
+    monkeypatch.setattr(fit, "validate_group",
                         lambda group, *a, **k: seen.setdefault(group.name, group) and validate(group, *a, **k))
     calls = []
-    make = ensemble.make_train_fn
+    make = fit.make_train_fn
 
     def counting_make(*a, **k):
         fn = make(*a, **k)
         return lambda *x: (calls.append(1), fn(*x))[1]
 
-    monkeypatch.setattr(ensemble, "make_train_fn", counting_make)
-    ensemble.train_model_set(run, data, masks, data, masks, progress=True)
+    monkeypatch.setattr(fit, "make_train_fn", counting_make)
+    fit.train_model_set(run, data, masks, data, masks, progress=True)
     steps = _RecordingBar.positions
     assert len(steps) == len(calls) + 1 and np.all(np.diff(steps) > 0), (steps, len(calls))
     assert steps[-1] == sum(int(s.step) for s in run.states.values())  # one epoch = steps_per_call here

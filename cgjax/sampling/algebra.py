@@ -44,11 +44,13 @@ class Model(NamedTuple):
 
     prepare(params, batch_stats, conds f32[N, M, K, C], masks f32[N, M, K]) -> prepared (a pytree),
       for params and batch_stats stacked along M;
-    eps(prepared, x_t f32[N, F], t i32[]) -> f32[M, N, F], the members' noise predictions.
+    eps(prepared, x_t f32[N, F], t i32[]) -> f32[M, N, F], the members' noise predictions;
+    x_dim: F, the width of the target it denoises.
     """
 
     prepare: Callable
     eps: Callable
+    x_dim: int
 
 
 # ---- one model ----------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def plain_model(cfg: denoiser.DenoiserConfig) -> Model:
         return jax.vmap(one, in_axes=(0, 0, None, None, 1, 1))(p["params"], p["batch_stats"], x_t, t,
                                                                p["conds"], p["masks"])
 
-    return Model(prepare, eps)
+    return Model(prepare, eps, cfg.x_dim)
 
 
 def folded_model(cfg: denoiser.DenoiserConfig, timesteps: int) -> Model:
@@ -153,7 +155,7 @@ def folded_model(cfg: denoiser.DenoiserConfig, timesteps: int) -> Model:
         return jax.vmap(apply_precomputed, in_axes=(0, 0, 0, None))(prepared["weights"], time_row,
                                                                     prepared["cond"], x_t)
 
-    return Model(prepare, eps)
+    return Model(prepare, eps, cfg.x_dim)
 
 
 ALGEBRAS = ("folded", "plain")

@@ -35,29 +35,29 @@ The update applied to the consensus noise is a solver (:mod:`cgjax.sampling.solv
 ancestral DDPM step at every timestep (default), or DDIM / DPM-Solver++(2M) on K of them. With K
 steps the coherence test counts incoherent steps among the K steps taken (fraction = count / K).
 
-The model is a pair (:class:`cgjax.sampling.algebra.Model`): ``prepare`` runs once per call (and
-once per retry of a subset of the rows), outside the reverse loop (BatchNorm folding, the [T, ...]
-time tables, each row's condition projection), ``eps`` at every step. The default is the folded network; ``algebra="plain"``
-evaluates the network as trained.
+The denoiser is a :class:`cgjax.sampling.algebra.Model`: ``prepare`` runs once per call (and once
+per retry of a subset of the rows), outside the reverse loop (BatchNorm folding, the [T, ...] time
+tables, each row's condition projection), ``eps`` at every step. For a trained network it is
+:func:`cgjax.sampling.algebra.make_model` (the folded network by default, or the network as
+trained with ``"plain"``); the tests pass exact closed-form denoisers the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from cgjax._validate import is_int, is_real
-from cgjax.diffusion import denoiser
 from cgjax.diffusion.schedule import Schedule
 from cgjax.errors import ConfigError
-from cgjax.sampling.algebra import Model, make_model
+from cgjax.sampling.algebra import Model
 from cgjax.sampling.solvers import SolverConfig, make_solver
 
-__all__ = ["Model", "RejectionConfig", "SampleResult", "SolverConfig", "make_sampler", "model_from_eps_fn",
-           "pairwise_cosine_distance", "row_noise"]
+__all__ = ["Model", "RejectionConfig", "SampleResult", "SolverConfig", "make_sampler", "pairwise_cosine_distance",
+           "row_noise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,20 +89,6 @@ class SampleResult(NamedTuple):
     passed: jnp.ndarray  # bool[N] whether the returned trajectory passed the coherence test
     frac_incoherent: jnp.ndarray  # f32[N] fraction of incoherent steps of the returned trajectory
     distance: Optional[jnp.ndarray] = None  # f32[N, K] d[n, k] of the returned trajectory per step (T-1 first)
-
-
-def model_from_eps_fn(eps_fn: Callable) -> Model:
-    """Wrap an ``eps_fn(params, batch_stats, x_t, t, conds, masks) -> f32[M, N, F]`` (the older hook,
-    e.g. an exact Gaussian denoiser in tests) as a :class:`Model` with a trivial ``prepare``."""
-
-    def prepare(params, batch_stats, conds, masks):
-        return (params, batch_stats, conds, masks)
-
-    def eps(prepared, x_t, t):
-        params, batch_stats, conds, masks = prepared
-        return eps_fn(params, batch_stats, x_t, t, conds, masks)
-
-    return Model(prepare, eps)
 
 
 def pairwise_cosine_distance(eps_all, weights):
@@ -148,28 +134,24 @@ def retry_sizes(n: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
-                 rejection: RejectionConfig = RejectionConfig(), return_distance: bool = False,
-                 eps_fn: Callable | None = None, solver: SolverConfig = SolverConfig(),
-                 algebra: str = "folded", model: Model | None = None):
-    """Build the jitted ensemble sampler.
+def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig = RejectionConfig(),
+                 return_distance: bool = False, solver: SolverConfig = SolverConfig()):
+    """Build the jitted ensemble sampler of ``model`` (:class:`cgjax.sampling.algebra.Model`; for a
+    trained network, :func:`cgjax.sampling.algebra.make_model`).
 
     Returns ``sample(params, batch_stats, key, conds, masks, weights, row_ids) -> SampleResult`` with
-      params, batch_stats: stacked along M;  conds: f32[N, M, K, C];  masks: f32[N, M, K];
+      params, batch_stats: stacked along M (passed to ``model.prepare`` as they are);
+      conds: f32[N, M, K, C];  masks: f32[N, M, K];
       weights: f32[N, M], each row summing to 1 over its available models;  row_ids: i32[N] global
       row identities (replicate-major), which alone decide each row's noise.
 
-    The denoiser is ``model`` if given, else ``eps_fn`` (``(params, batch_stats, x_t, t, conds, masks)
-    -> f32[M, N, F]``) if given, else the norm_mlp of ``cfg`` with ``algebra`` "folded" (default) or
-    "plain" (:mod:`cgjax.sampling.algebra`). ``solver`` picks the reverse process
-    (:mod:`cgjax.sampling.solvers`); ``distance`` is then f32[N, K] over the K steps taken.
+    ``solver`` picks the reverse process (:mod:`cgjax.sampling.solvers`); ``distance`` is then
+    f32[N, K] over the K steps taken.
     """
-    if model is None:
-        model = model_from_eps_fn(eps_fn) if eps_fn is not None else make_model(cfg, schedule.timesteps, algebra)
     sol = make_solver(schedule, solver)
     K = len(sol.timesteps)
     T = schedule.timesteps
-    F = cfg.x_dim
+    F = model.x_dim
     timesteps = jnp.asarray(sol.timesteps, jnp.int32)
 
     def trajectory(prepared, key, weights, row_ids):
