@@ -208,6 +208,18 @@ def test_sharded_padded_and_chunked_sampling_equal_one_batch(report):
         assert d["attempts_equal"] and d["passed_equal"], (key, d)
 
 
+def _cancelled_by_batchnorm(path: str, n_layers: int) -> bool:
+    """Biases whose effect is (all or mostly) a constant shift before a BatchNorm: the hidden layers'
+    ``b`` and, through ReLUs active on every row, the condition embeddings' ``b``. Their gradient is
+    (nearly) zero up to rounding, which Adam's normalisation
+    turns into +-lr steps whatever the device count, so they are not comparable across runs
+    (test_multiprocess, which trains with Adam through the CLI)."""
+    import re
+
+    m = re.fullmatch(r"\['layers'\]\[(\d+)\]\['b'\]", path)
+    return bool(m and int(m.group(1)) < n_layers - 1) or (path.startswith("['cond']") and path.endswith("['b']"))
+
+
 def test_data_parallel_training_matches_one_device(report):
     if report["devices"] < 2:  # CGJAX_TEST_REAL_DEVICES=1 on a one-GPU machine
         pytest.skip("a single device: nothing to all-reduce")
