@@ -17,7 +17,13 @@ from cgjax.embedding import (AEConfig, Embedding, EmbeddingOptions, ModalityEmbe
                              init_autoencoder, load_embedding, make_autoencoder, save_embedding)
 from cgjax.errors import CgjaxError, CheckpointError
 
-D, RANK = 24, 3
+# RANK <= latent_dim / 2: the narrowest blocks are Linear -> BatchNorm -> ReLU of width latent_dim (4),
+# and w ReLU units pass a linear subspace of dimension w / 2 exactly whatever their biases
+# (a = relu(a) - relu(-a)). A rank-3 subspace through 4 ReLUs needs the BatchNorm biases to lift
+# the units off zero first: the fit sits on a plateau at R2 ~ 0.85 and leaves it at an epoch that
+# depends on the seed and on the machine's float32 rounding (on an AVX-512 Xeon: R2 0.84 with seed
+# 0 and 2, early-stopped on the plateau, 0.996 with seed 1). With rank 2, seeds 0-4 reach R2 >= 0.99.
+D, RANK = 24, 2
 CFG = AEConfig(input_dim=D, latent_dim=4, n_layers=2, batch_size=32, learning_rate=1e-2, max_epochs=150,
                patience=30, epochs_per_call=50, seed=0)
 
@@ -92,7 +98,7 @@ def test_autoencoder_reconstructs_a_linear_low_rank_dataset(fitted, data):
     _, _, test = data
     z = fitted.encode(test)
     assert z.shape == (len(test), 4) and z.dtype == np.float32
-    assert r2(test, fitted.decode(z)) > 0.95  # held-out rows, rank 3 < latent 4
+    assert r2(test, fitted.decode(z)) > 0.95  # held-out rows, rank 2 <= latent 4 / 2
     # the kept state is the best epoch's
     val_losses = [h["val_loss"] for h in fitted.history]
     assert fitted.best_epoch == int(np.argmin(val_losses)) + 1
