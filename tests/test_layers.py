@@ -22,6 +22,7 @@ LAYERS = (
     ("ensemble",),
     ("checkpoint", "output"),
     ("pipeline",),
+    ("calibration_check",),
     ("evaluate",),
     ("cli",),
     ("__main__",),
