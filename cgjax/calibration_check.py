@@ -102,8 +102,10 @@ def assess(samples, y, *, z: float = 3.0, alpha: float = 1e-3, n_bins: int = 10,
       (R - 1) / (R + 1), coverage_se, coverage_z; rank_histogram (int counts of ranks 0..R);
       uniformity_t2, uniformity_p; centre_excess (PIT share in (1/4, 3/4) minus that of uniform
       ranks; > 0 hump, < 0 U), centre_se, centre_z; pit_mean_shift (mean PIT - 1/2; > 0: the truth
-      sits above the samples), shift_z; spread (root mean replicate variance, ddof 1); verdict (one
-      of :data:`VERDICTS`).
+      sits above the samples), shift_z; spread (root mean replicate variance, ddof 1); verdict:
+      ``over-dispersed`` if coverage_z > z, ``over-confident`` if coverage_z < -z, else
+      ``miscalibrated`` if uniformity_p < alpha (ranks not uniform: shifted or misshapen), else
+      ``calibrated``.
     """
     samples = np.asarray(samples, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -195,7 +197,8 @@ def check_draws(rows: Mapping[str, np.ndarray], draw, compare=None, *, names=("s
       dict (JSON-ready): ``sampler``, ``compare`` (the names), ``rows``, ``spread_factor``, ``z``,
       ``modalities``: modality -> {**assess, and with ``compare``: ``compare`` its assess,
       ``spread_ratio`` its spread / the sampler's}, ``lines``: one sentence per modality,
-      ``warnings``: a sentence for every miscalibrated modality and every spread disagreement.
+      ``warnings``: a sentence for every miscalibrated modality (of either sampler, tagged with its
+      name) and every spread disagreement.
     """
     if not spread_factor > 1:
         raise ConfigError(f"calibration check: spread_factor must be > 1, got {spread_factor}")
@@ -213,6 +216,8 @@ def check_draws(rows: Mapping[str, np.ndarray], draw, compare=None, *, names=("s
         if compare is not None:
             b = assess(compare(t, given), rows[t], z=z, alpha=alpha)
             a["compare"] = b
+            if b["verdict"] != "calibrated":
+                out["warnings"].append(f"{sentence(t, b)} [{out['compare']}]")
             a["spread_ratio"] = b["spread"] / a["spread"] if a["spread"] > 0 else float("inf")
             if not 1 / spread_factor <= a["spread_ratio"] <= spread_factor:
                 worse = "second" if abs(b["coverage_z"]) > abs(a["coverage_z"]) else "first"

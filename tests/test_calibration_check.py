@@ -172,3 +172,29 @@ def test_train_runs_the_check_prints_it_and_stores_it(trained_cli, capsys):
     # a warning line for every miscalibrated modality and spread disagreement
     bad = [m for m, a in res["modalities"].items() if a["verdict"] != "calibrated"]
     assert sum(line.startswith("WARNING: ") for line in out.splitlines()) == len(res["warnings"]) >= len(bad)
+
+
+def test_evaluate_reports_the_check_with_its_figure(trained_cli, capsys):
+    import json
+
+    from cgjax import checkpoint
+
+    d, cli = trained_cli
+    ms = checkpoint.load(d / "ck")
+    base = ["evaluate", str(d / "ck"), str(d / "cohort"), "--quick", "--replicates", "2", "--steps", "reconstruction",
+            "--oracle", "none", "--quiet"]
+    assert cli(base + ["--out", str(d / "ev")]) == 0
+    stdout = capsys.readouterr().out
+    text = (d / "ev" / "report.md").read_text()
+    check = json.loads((d / "ev" / "calibration_check.json").read_text())
+    assert (d / "ev" / "figures" / "calibration_pit.png").stat().st_size > 0
+    assert "## Calibration check (validation split)" in text and "![PIT histograms](figures/calibration_pit.png)" in text
+    assert check["replicates"] == cc.DEFAULT_REPLICATES and check["compare"].startswith("coherent, ddim (eta 0")
+    for m, a in check["modalities"].items():  # one table row per modality, with its verdict and coverage
+        assert f"| {m} | {a['verdict']} | {a['range_coverage']:.3f} | {a['expected_coverage']:.3f} |" in text
+    assert json.loads((d / "ev" / "metrics.json").read_text())  # the rest of the report is still written
+    assert stdout.count("WARNING: ") == len(check["warnings"])
+    assert set(check["modalities"]) == set(ms.modalities)
+    assert cli(base + ["--out", str(d / "ev2"), "--no-calibration-check"]) == 0
+    assert "Calibration check" not in (d / "ev2" / "report.md").read_text()
+    assert not (d / "ev2" / "calibration_check.json").exists()
