@@ -113,33 +113,42 @@ def test_bad_input_is_one_line_error():
 
 # ---- through the CLI, with tiny models ------------------------------------------------------------
 
-TINY = {"arch": {"hidden": 16, "n_layers": 2, "time_dim": 8, "cond_embed_dim": 8},
-        "schedule": {"timesteps": 25},
-        "train": {"epochs": 3, "eval_every": 3, "batch_size": 64, "steps_per_call": 5, "val_replicates": 2}}
-
-
 @pytest.fixture(scope="module")
-def trained_cli(tmp_path_factory):
-    """A cohort directory and a checkpoint trained by ``cgjax train --no-calibration-check``."""
+def trained_cli(tiny_trained, tiny_cohort, tmp_path_factory):
+    """The session's tiny checkpoint (conftest, trained without the check) copied, its cohort
+    written to disk, and a config file of the same settings, so that ``cgjax train`` on them
+    resumes with nothing left to train and only runs the check."""
+    import dataclasses
     import json
+    import shutil
+
+    from conftest import TINY_ARCH, TINY_SCHED, TINY_TRAIN
 
     from cgjax import checkpoint
     from cgjax.cli import main as cli
     from cgjax.data import write_cohort
-    from cgjax.datasets import synthetic_tcga
 
     d = tmp_path_factory.mktemp("calcheck")
-    write_cohort(synthetic_tcga(n_samples=800, seed=2, dim=4), d / "cohort")
-    (d / "tiny.json").write_text(json.dumps(TINY))
-    assert cli(["train", str(d / "cohort"), "--out", str(d / "ck"), "--config", str(d / "tiny.json"), "--quiet",
-                "--no-calibration-check"]) == 0
+    shutil.copytree(tiny_trained[1], d / "ck")
     assert checkpoint.read_meta(d / "ck").get("calibration") is None  # optional: absent without the check
+    write_cohort(tiny_cohort, d / "cohort")
+    (d / "tiny.json").write_text(json.dumps({"arch": TINY_ARCH.to_dict(), "schedule": dataclasses.asdict(TINY_SCHED),
+                                             "train": TINY_TRAIN.to_dict()}))
     return d, cli
 
 
-def test_bad_flags_are_refused_before_training(trained_cli, capsys):
+def test_no_check_and_bad_flags(trained_cli, capsys):
+    import shutil
+
+    from cgjax import checkpoint
+
     d, cli = trained_cli
+    shutil.copytree(d / "ck", d / "ck2")
     capsys.readouterr()
+    assert cli(["train", str(d / "cohort"), "--out", str(d / "ck2"), "--config", str(d / "tiny.json"), "--quiet",
+                "--no-calibration-check"]) == 0
+    assert "calibration" not in capsys.readouterr().out
+    assert checkpoint.read_meta(d / "ck2").get("calibration") is None
     assert cli(["train", str(d / "cohort"), "--out", str(d / "ck3"), "--config", str(d / "tiny.json"), "--quiet",
                 "--calibration-replicates", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -148,21 +157,21 @@ def test_bad_flags_are_refused_before_training(trained_cli, capsys):
 
 
 def test_train_runs_the_check_prints_it_and_stores_it(trained_cli, capsys):
-    """Rerun on the finished checkpoint (it resumes with nothing left to train), this time with the check."""
+    """``cgjax train`` on a finished checkpoint resumes with nothing left to train and runs the check."""
     from cgjax import checkpoint
     from cgjax.data import read_cohort
 
     d, cli = trained_cli
     capsys.readouterr()
     assert cli(["train", str(d / "cohort"), "--out", str(d / "ck"), "--config", str(d / "tiny.json"), "--quiet",
-                "--calibration-rows", "40", "--calibration-replicates", "10"]) == 0
+                "--calibration-rows", "12", "--calibration-replicates", "10"]) == 0
     out = capsys.readouterr().out
     res = checkpoint.read_meta(d / "ck")["calibration"]
     ms = checkpoint.load(d / "ck")  # the metadata still loads as a checkpoint
     n_val = len(cc.validation_rows(ms, read_cohort(d / "cohort"))[ms.modalities[0]])
     assert set(res["modalities"]) == set(ms.modalities)
-    assert res["replicates"] == 10 and res["rows"] == min(40, n_val) >= 20
-    assert res["sampler"] == "coherent, ddpm" and res["compare"] == "coherent, ddim (eta 0, 25 steps)"
+    assert res["replicates"] == 10 and res["rows"] == min(12, n_val) == 12  # capped at --calibration-rows
+    assert res["sampler"] == "coherent, ddpm" and res["compare"] == f"coherent, ddim (eta 0, {ms.schedule_cfg.timesteps} steps)"
     for m, a in res["modalities"].items():
         assert sum(a["rank_histogram"]) == res["rows"] * ms.dims[m]
         assert a["expected_coverage"] == pytest.approx(9 / 11)
