@@ -150,7 +150,9 @@ def assess(samples, y, *, z: float = 3.0, alpha: float = 1e-3, n_bins: int = 10,
 
 def sentence(modality: str, a: Mapping) -> str:
     """One human line for an :func:`assess` result, e.g. ``rna: samples over-dispersed: range
-    coverage 0.97 vs 0.90 expected for 20 replicates (z = +6.1); PIT hump (centre excess +0.12)``."""
+    coverage 0.97 vs 0.90 expected for 20 replicates (z = +6.1); PIT hump (centre excess +0.12)``.
+    The PIT is called a hump or a U when its centre excess is more than 2 standard errors from 0,
+    and the truth said to sit above or below the samples when the mean PIT shift is."""
     cov = (f"range coverage {a['range_coverage']:.3f} vs {a['expected_coverage']:.3f} expected for "
            f"{a['replicates']} replicates (z = {a['coverage_z']:+.1f})")
     shape = ("hump" if a["centre_excess"] > 0 else "U") if abs(a["centre_z"]) > 2 else "flat"
@@ -159,9 +161,10 @@ def sentence(modality: str, a: Mapping) -> str:
     if v == "calibrated":
         return f"{modality}: calibrated: {cov}; {pit}"
     if v == "miscalibrated":
-        side = "above" if a["pit_mean_shift"] > 0 else "below"
-        return (f"{modality}: samples miscalibrated (ranks not uniform; the truth tends to sit {side} the samples, "
-                f"mean PIT shift {a['pit_mean_shift']:+.3f}): {cov}; {pit}")
+        side = ("; the truth tends to sit " + ("above" if a["pit_mean_shift"] > 0 else "below") + " the samples"
+                if abs(a["shift_z"]) > 2 else "")
+        return (f"{modality}: samples miscalibrated (ranks not uniform{side}, mean PIT shift "
+                f"{a['pit_mean_shift']:+.3f}): {cov}; {pit}")
     return f"{modality}: samples {v}: {cov}; {pit}"
 
 
