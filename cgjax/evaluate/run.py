@@ -227,16 +227,18 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
     header = [f"Models: {n_models} (hidden {ms.arch.hidden}, {ms.arch.n_layers} layers, T = {ms.schedule_cfg.timesteps}, "
               f"{ms.train_cfg.epochs} epochs)."]
     identity = json.dumps([ms.val_metrics, ms.scalers], sort_keys=True, default=str)  # which trained models
-    check = run_calibration_check(ms, cohort, cfg) if calibration else None
-    if check is not None:
-        header += [""] + report.calibration_check_markdown(check, CALIBRATION_FIGURE)
+    check = run_calibration_check(ms, cohort, cfg) if calibration else None  # before the long steps
     metrics = run_evaluation(data, model_samplers(ms, cfg), out, cfg, law=law, progress=progress,
                              header=header, source=str(cohort.source), identity=identity,
                              feature_space=fspace)
     if check is not None:  # the directory is ours now (run_evaluation claimed it)
-        figures.pit_figure(check, Path(out) / CALIBRATION_FIGURE)
-        with atomic_file(Path(out) / "calibration_check.json") as tmp:
+        out = Path(out)
+        figures.pit_figure(check, out / CALIBRATION_FIGURE)
+        with atomic_file(out / "calibration_check.json") as tmp:
             tmp.write_text(json.dumps(check, indent=1))
+        text = (out / "report.md").read_text()  # appended, not in the header: no part of the resume key
+        with atomic_file(out / "report.md") as tmp:
+            tmp.write_text(text + "\n" + "\n".join(report.calibration_check_markdown(check, CALIBRATION_FIGURE)))
         metrics["calibration_check"] = check
     return metrics
 
