@@ -202,7 +202,9 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
     """Run the evaluation of model set ``ms`` on ``cohort``; write ``out``/report.md, metrics.json,
     CSVs and figures. oracle: "auto" (detect the synthetic cohort), "synthetic" (require it),
     "none". calibration: also run the calibration check on the validation split
-    (:func:`calibration_check`) and report it. Returns the metrics dict written to metrics.json."""
+    (:func:`run_calibration_check`), appended to report.md with its figure, written to
+    calibration_check.json and returned under ``calibration_check``. Returns the metrics dict
+    written to metrics.json (plus that key)."""
     cfg = cfg or EvalConfig()
     law = None
     if oracle in ("auto", "synthetic"):
