@@ -5,7 +5,9 @@ One directory per trained set of models::
     CKPT_DIR/
       cgjax_checkpoint.json   configs, modality names and widths, feature names, scalers, validation
                               metrics and history, coherent-ensemble weights (null for a target
-                              with an unscored model), format version
+                              with an unscored model), format version, and optionally the
+                              calibration check run after training (``calibration``,
+                              :func:`write_calibration`; absent in older checkpoints)
       models/                 Orbax PyTree: {group: {"params", "batch_stats"}} (the selected models)
       resume/                 Orbax PyTree of the live training state (optimiser included), if any
 
@@ -32,7 +34,7 @@ from cgjax.diffusion.train import TrainConfig, TrainState, init_state
 from cgjax.distributed import is_primary, sync
 from cgjax.ensemble import Group, ModelSet, ModelSpec, TrainingRun
 from cgjax.sampling.weights import ensemble_weights
-from cgjax._atomic import atomic_directory, check_replaceable, probe_writable, write_json_synced
+from cgjax._atomic import atomic_directory, atomic_file, check_replaceable, probe_writable, write_json_synced
 from cgjax.errors import CgjaxError, CheckpointError
 
 FORMAT_VERSION = 1
@@ -126,6 +128,20 @@ def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
             write_json_synced(tmp / META_FILE, meta, indent=1, default=float)
     sync(f"cgjax-checkpoint-{path}")
     return path
+
+
+def write_calibration(path, result: dict) -> None:
+    """Store a calibration check (:func:`cgjax.calibration_check.check_model_set`) under the key
+    ``calibration`` of the checkpoint's metadata, atomically (the models are not rewritten); read it
+    back with ``read_meta(path).get("calibration")`` (None for a checkpoint without one). Process 0
+    alone writes."""
+    path = Path(path)
+    meta = read_meta(path)
+    meta["calibration"] = result
+    if is_primary():
+        with atomic_file(path / META_FILE) as tmp:
+            write_json_synced(tmp, meta, indent=1, default=float)
+    sync(f"cgjax-checkpoint-calibration-{path.absolute()}")
 
 
 def check_output(path) -> Path:

@@ -44,8 +44,11 @@ def cmd_evaluate(args) -> int:
         from cgjax.data.split import apply_split_record
 
         print(f"note: {apply_split_record(cohort, None)[1][0]}")
-    metrics = evaluate(ms, cohort, args.out, cfg, oracle=args.oracle, progress=not args.quiet)
+    metrics = evaluate(ms, cohort, args.out, cfg, oracle=args.oracle, progress=not args.quiet,
+                       calibration=not args.no_calibration_check)
     out = Path(args.out)
+    for w in metrics.get("calibration_check", {}).get("warnings", []):
+        print(f"WARNING: {w}")
     print(f"report: {out / 'report.md'}; metrics: {out / 'metrics.json'}; figures in {out / 'figures'} "
           f"({metrics['seconds']['total']:.0f} s)")
     return 0
@@ -76,5 +79,7 @@ def add_parser(sub) -> None:
     p.add_argument("--solver", choices=("ddpm", "ddim", "dpm"), help="reverse process (default ddpm, the paper)")
     p.add_argument("--solver-steps", type=int, help="timesteps of an accelerated solver")
     p.add_argument("--seed", type=int, help="sampling and classifier seed (default: the preset's)")
+    p.add_argument("--no-calibration-check", action="store_true",
+                   help="leave out the calibration check on the validation split (docs/calibration.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)

@@ -81,13 +81,54 @@ def cmd_train(args) -> int:
     arch, sched, train = build_configs(load_config(args.config), args.epochs, args.timesteps)  # cheap checks first
     if args.seed is not None:
         train = dataclasses.replace(train, seed=args.seed)
+    check = None if args.no_calibration_check else calibration_options(args)  # checked before training
     cohort = read_cohort(args.cohort)
     with distributed.data_parallel() if (args.distributed or several) else contextlib.nullcontext():
         ms = pipeline.train(cohort, args.out, arch=arch, schedule_cfg=sched, train_cfg=train,
                             resume=not args.no_resume, progress=not args.quiet and distributed.is_primary(),
                             split_seed=args.split_seed)
     print(f"trained {sum(len(g.specs) for g in ms.groups.values())} models; checkpoint in {args.out}")
+    if check is not None and several:
+        print("note: calibration check skipped with several processes; run 'cgjax evaluate' on one")
+    elif check is not None:
+        run_calibration_check(ms, cohort, args.out, check, rows=args.calibration_rows)
     return 0
+
+
+def calibration_options(args):
+    """The sampler the calibration check runs after training: the default :class:`SampleOptions`
+    (what ``cgjax impute`` draws with) with ``--calibration-replicates``; validated up front."""
+    from cgjax.errors import ConfigError
+    from cgjax.sampling.options import SampleOptions
+
+    if args.calibration_replicates < 2:
+        raise ConfigError(f"--calibration-replicates must be >= 2, got {args.calibration_replicates}")
+    if args.calibration_rows < 2:
+        raise ConfigError(f"--calibration-rows must be >= 2, got {args.calibration_rows}")
+    return SampleOptions(replicates=args.calibration_replicates)
+
+
+def run_calibration_check(ms, cohort, out, options, *, rows: int) -> dict | None:
+    """:func:`cgjax.calibration_check.check_cohort` on the validation split (against the
+    deterministic DDIM, :func:`default_compare`): print one line per modality and the warnings, and
+    store the result in the checkpoint at ``out``. A cohort the check cannot run on (fewer than 2
+    complete validation rows) gets a note instead (None)."""
+    from cgjax import calibration_check, checkpoint
+
+    try:
+        res = calibration_check.check_cohort(ms, cohort, options, calibration_check.default_compare(ms, options),
+                                             max_rows=rows)
+    except CgjaxError as e:  # the models are trained and saved: say why there is no check, do not fail
+        print(f"note: calibration check skipped: {e}")
+        return None
+    print(f"calibration check on {res['rows']} validation rows, {res['replicates']} replicates, "
+          f"{res['sampler']} (vs {res['compare']}):")
+    for line in res["lines"]:
+        print(f"  {line}")
+    for w in res["warnings"]:
+        print(f"WARNING: {w}")
+    checkpoint.write_calibration(out, res)
+    return res
 
 
 def cmd_impute(args) -> int:
@@ -217,6 +258,12 @@ def add_parser(sub) -> None:
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint")
     p.add_argument("--distributed", action="store_true",
                    help="start jax.distributed (automatic under srun) and train data-parallel over every device")
+    p.add_argument("--no-calibration-check", action="store_true",
+                   help="skip the calibration check on the validation split after training (docs/calibration.md)")
+    p.add_argument("--calibration-rows", type=int, default=128,
+                   help="validation rows the calibration check generates each modality for")
+    p.add_argument("--calibration-replicates", type=int, default=20,
+                   help="replicates per row in the calibration check (ranks 0..R)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 

@@ -338,3 +338,27 @@ def dcr_figure(dcr: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], path) 
     fig.suptitle("Privacy: distance to the closest training record (unconditional samples)", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def pit_figure(check: Mapping, path) -> Path:
+    """PIT / rank histograms of a calibration check (:func:`cgjax.calibration_check.check_model_set`):
+    one panel per modality, the share of true values at each rank 0..R among their R replicates,
+    for the checked sampler (and the compared one), with the flat line 1 / (R + 1) of a calibrated
+    sampler."""
+    plt = _plt()
+    mods = list(check["modalities"])
+    fig, axes = plt.subplots(1, len(mods), figsize=(2.6 * len(mods) + 0.6, 2.8), squeeze=False, sharey=True)
+    for ax, m in zip(axes[0], mods):
+        a = check["modalities"][m]
+        runs = [(check["sampler"], a)] + ([(check["compare"], a["compare"])] if "compare" in a else [])
+        for j, (name, r) in enumerate(runs):
+            h = np.asarray(r["rank_histogram"], float)
+            ax.step(np.arange(len(h)), h / h.sum(), where="mid", color=_color(name, j), label=name)
+        ax.axhline(1 / len(h), color="black", lw=0.8, ls="--", label="calibrated (flat)")
+        ax.set_title(f"{m}: " + " / ".join(r["verdict"] for _, r in runs), fontsize=9)
+        ax.set_xlabel(f"rank of the truth (0..{a['replicates']})", fontsize=8)
+    axes[0, 0].set_ylabel("share of true values")
+    fig.suptitle("PIT / rank histograms on the validation split: flat (dashed) when calibrated", fontsize=9)
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)

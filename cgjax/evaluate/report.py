@@ -396,3 +396,36 @@ def full_report(res: Mapping, *, figures: Mapping[str, str], header: Sequence[st
               dcr_markdown(pv.dcr), "", fig("privacy_pca", "PCA of unconditional samples"),
               fig("privacy_umap", "UMAP of unconditional samples"), fig("dcr", "DCR histograms"), ""]
     return "\n".join(L)
+
+
+def calibration_check_markdown(check: Mapping, figure: str | None = None) -> list[str]:
+    """The section of a calibration check (:func:`cgjax.calibration_check.check_model_set`) as lines."""
+    R = check["replicates"]
+    has_compare = check.get("compare") is not None
+    header = ["target", "verdict", "range coverage", f"expected (R = {R})", "z", "centre excess", "uniformity p"]
+    if has_compare:
+        header += ["spread ratio", "coverage (2nd)"]
+    rows = []
+    for m, a in check["modalities"].items():
+        row = [m, a["verdict"], _num(a["range_coverage"]), _num(a["expected_coverage"]), f"{a['coverage_z']:+.1f}",
+               _num(a["centre_excess"], signed=True), _p(a["uniformity_p"])]
+        if has_compare:
+            row += [_num(a["spread_ratio"], 2), _num(a["compare"]["range_coverage"])]
+        rows.append(row)
+    L = ["## Calibration check (validation split)", "",
+         f"Each modality generated from all the others for {check['rows']} complete validation rows, {R} replicates, "
+         f"with {check['sampler']}" + (f" (and, to compare, {check['compare']})" if has_compare else "") + ". "
+         f"A calibrated sampler's range [min, max] of {R} replicates covers the truth with probability "
+         f"(R − 1) / (R + 1) = {(R - 1) / (R + 1):.3f}: more = over-dispersed samples, less = over-confident; "
+         "z is the deviation in Monte-Carlo standard errors (rows independent, features not), flagged beyond "
+         f"±{check.get('z', 3):g}. Centre excess: share of ranks in the middle half minus that of uniform ranks "
+         "(> 0 a hump = over-dispersed, < 0 a U = over-confident). Spread ratio: the second sampler's replicate "
+         f"spread over the first's (warned outside 1/{check['spread_factor']:g}..{check['spread_factor']:g}). "
+         "See docs/calibration.md.", "", _table(header, rows), ""]
+    if figure:
+        L += [f"![PIT histograms]({figure})", "",
+              "PIT / rank histograms: the rank of each true value among its replicates. A good sampler's is flat "
+              "(the dashed line); a hump in the middle means the samples are too spread, a U that they are too "
+              "narrow, a slope that they sit off the truth.", ""]
+    L += [f"- WARNING: {w}" for w in check["warnings"]] + ([""] if check["warnings"] else [])
+    return L

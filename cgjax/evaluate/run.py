@@ -21,6 +21,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from cgjax import calibration_check as cal_check
 from cgjax._atomic import atomic_file, check_replaceable, claim_output_dir
 from cgjax.data import Scalers, align_features, fit_scalers, read_cohort, split_cohort
 from cgjax.data.prepare import FEATURES_DIR
@@ -196,10 +197,14 @@ def model_samplers(ms, cfg: EvalConfig) -> dict:
             for m in cfg.methods}
 
 
-def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "auto", progress: bool = True) -> dict:
+def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "auto", progress: bool = True,
+             calibration: bool = False) -> dict:
     """Run the evaluation of model set ``ms`` on ``cohort``; write ``out``/report.md, metrics.json,
     CSVs and figures. oracle: "auto" (detect the synthetic cohort), "synthetic" (require it),
-    "none". Returns the metrics dict written to metrics.json."""
+    "none". calibration: also run the calibration check on the validation split
+    (:func:`run_calibration_check`), appended to report.md with its figure, written to
+    calibration_check.json and returned under ``calibration_check``. Returns the metrics dict
+    written to metrics.json (plus that key)."""
     cfg = cfg or EvalConfig()
     law = None
     if oracle in ("auto", "synthetic"):
@@ -224,9 +229,34 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
     header = [f"Models: {n_models} (hidden {ms.arch.hidden}, {ms.arch.n_layers} layers, T = {ms.schedule_cfg.timesteps}, "
               f"{ms.train_cfg.epochs} epochs)."]
     identity = json.dumps([ms.val_metrics, ms.scalers], sort_keys=True, default=str)  # which trained models
-    return run_evaluation(data, model_samplers(ms, cfg), out, cfg, law=law, progress=progress,
-                          header=header, source=str(cohort.source), identity=identity,
-                          feature_space=fspace)
+    check = run_calibration_check(ms, cohort, cfg) if calibration else None  # before the long steps
+    metrics = run_evaluation(data, model_samplers(ms, cfg), out, cfg, law=law, progress=progress,
+                             header=header, source=str(cohort.source), identity=identity,
+                             feature_space=fspace)
+    if check is not None:  # the directory is ours now (run_evaluation claimed it)
+        out = Path(out)
+        figures.pit_figure(check, out / CALIBRATION_FIGURE)
+        with atomic_file(out / "calibration_check.json") as tmp:
+            tmp.write_text(json.dumps(check, indent=1))
+        text = (out / "report.md").read_text()  # appended, not in the header: no part of the resume key
+        with atomic_file(out / "report.md") as tmp:
+            tmp.write_text(text + "\n" + "\n".join(report.calibration_check_markdown(check, CALIBRATION_FIGURE)))
+        metrics["calibration_check"] = check
+    return metrics
+
+
+CALIBRATION_FIGURE = "figures/calibration_pit.png"
+
+
+def run_calibration_check(ms, cohort, cfg: EvalConfig) -> dict:
+    """:func:`cgjax.calibration_check.check_cohort` on the validation split, for the evaluation's
+    sampler (method ``coherent`` if evaluated, else its first; its solver, weighting and rejection;
+    ``DEFAULT_REPLICATES`` replicates) against the deterministic DDIM
+    (:func:`cgjax.calibration_check.default_compare`)."""
+    samplers = model_samplers(ms, cfg)
+    sampler = samplers.get("coherent") or next(iter(samplers.values()))
+    options = dataclasses.replace(sampler.options, replicates=cal_check.DEFAULT_REPLICATES, seed=cfg.seed)
+    return cal_check.check_cohort(ms, cohort, options, cal_check.default_compare(ms, options))
 
 
 def _feature_space_inputs(cohort, data: EvalData) -> dict | None:
