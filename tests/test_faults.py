@@ -25,7 +25,6 @@ import pytest
 
 from cgjax import checkpoint
 from cgjax.cli import main as _main
-
 from cgjax.data import read_cohort, split_cohort, write_cohort
 from cgjax.datasets import synthetic_tcga
 
@@ -36,6 +35,7 @@ def cli(argv):
     if argv and argv[0] == "train":
         argv = [*argv, "--no-calibration-check"]
     return _main(argv)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"arch": {"hidden": 16, "n_layers": 3, "time_dim": 8, "cond_embed_dim": 8},
