@@ -112,6 +112,8 @@ def cmd_train(args) -> int:
     arch, sched, train = _configs(load_config(args.config), args.epochs, args.timesteps)  # cheap checks first
     if args.seed is not None:
         train = dataclasses.replace(train, seed=args.seed)
+    if args.parametrisation is not None:
+        arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
     cohort = read_cohort(args.cohort)
     with distributed.data_parallel() if (args.distributed or several) else contextlib.nullcontext():
         ms = pipeline.train(cohort, args.out, arch=arch, schedule_cfg=sched, train_cfg=train,
@@ -216,6 +218,9 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--timesteps", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--parametrisation", default=None,
+                   help="what the networks predict: eps (the noise; the paper's recipe, default), v "
+                        "(v-prediction) or x0; overrides the config's arch.parametrisation")
     p.add_argument("--split-seed", type=int, default=42,
                    help="seed of the train/val/test split when the cohort has no split column (default 42); "
                         "recorded in the checkpoint, which 'cgjax evaluate' reuses")

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 
 from cgjax._validate import is_int, is_real
 from cgjax.diffusion import denoiser
+from cgjax.diffusion.parametrisation import to_eps
 from cgjax.diffusion.schedule import Schedule
 from cgjax.errors import ConfigError
 from cgjax.sampling.algebra import Model, make_model
@@ -163,6 +164,9 @@ def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
     -> f32[M, N, F]``) if given, else the norm_mlp of ``cfg`` with ``algebra`` "folded" (default) or
     "plain" (:mod:`cgjax.sampling.algebra`). ``solver`` picks the reverse process
     (:mod:`cgjax.sampling.solvers`); ``distance`` is then f32[N, K] over the K steps taken.
+    Whatever its source, the denoiser's output is read as ``cfg.parametrisation`` says (eps, v or
+    x_0) and converted to eps here, once per step (:func:`cgjax.diffusion.parametrisation.to_eps`),
+    before the consensus, the coherence test and the solver, which all work on eps.
     """
     if model is None:
         model = model_from_eps_fn(eps_fn) if eps_fn is not None else make_model(cfg, schedule.timesteps, algebra)
@@ -181,7 +185,9 @@ def make_sampler(cfg: denoiser.DenoiserConfig, schedule: Schedule, *,
         def step(carry, inputs):
             x_t, aux, n_bad = carry
             t, xs_k = inputs
-            eps_all = model.eps(prepared, x_t, t)  # [M, N, F]
+            # the members' outputs as noise predictions (identity for the paper's eps-prediction)
+            out = model.eps(prepared, x_t, t)  # [M, N, F]
+            eps_all = to_eps(cfg.parametrisation, out, x_t[None], schedule.alpha_bars[t])
             # the consensus (docs/reference.md 4.2) as an elementwise weighted sum over the few members
             eps_bar = jnp.sum(eps_all * weights.T[:, :, None], axis=0)
             d = pairwise_cosine_distance(eps_all, weights)
