@@ -113,7 +113,7 @@ def _gaussian_eps_fn(mu, cov):
     def eps(params, batch_stats, x_t, t, conds, masks):
         a = SCHEDULE.alpha_bars[t]
         S = a * cov + (1 - a) * jnp.eye(len(mu))
-        return (jnp.sqrt(1 - a) * jnp.linalg.solve(S, (x_t - jnp.sqrt(a) * mu).T).T)[None]
+        return (jnp.sqrt(1 - a) * jnp.linalg.solve(S, (x_t - jnp.sqrt(a) * mu[None]).T).T)[None]
 
     return eps
 
