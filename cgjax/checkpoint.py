@@ -214,11 +214,16 @@ def read_meta(path) -> dict:
     return meta
 
 
+# Checkpoints written before ArchConfig.parametrisation existed hold eps-prediction networks,
+# whatever today's default is.
+_OLD_ARCH = {"parametrisation": "eps"}
+
+
 def _groups_from_meta(meta: dict) -> dict[str, Group]:
     groups = {}
     for name, g in meta["groups"].items():
         specs = tuple(ModelSpec(m["target"], tuple(m["conds"]), m["kind"]) for m in g["models"])
-        groups[name] = Group(name, denoiser.DenoiserConfig.from_dict(g["config"]), specs,
+        groups[name] = Group(name, denoiser.DenoiserConfig.from_dict({**_OLD_ARCH, **g["config"]}), specs,
                              tuple(tuple(d) for d in g["true_cond_dims"]))
     return groups
 
@@ -257,7 +262,8 @@ def load(path) -> ModelSet:
         g.params, g.batch_stats = tree[name]["params"], tree[name]["batch_stats"]
     return ModelSet(
         modalities=tuple(meta["modalities"]), dims={k: int(v) for k, v in meta["dims"].items()},
-        arch=ArchConfig(**meta["arch"]), schedule_cfg=ScheduleConfig(**meta["schedule"]), train_cfg=tcfg,
+        arch=ArchConfig(**{**_OLD_ARCH, **meta["arch"]}), schedule_cfg=ScheduleConfig(**meta["schedule"]),
+        train_cfg=tcfg,
         groups=groups, scalers=meta["scalers"], feature_names=meta["feature_names"],
         val_metrics=meta["val_metrics"], split=meta.get("split"))
 

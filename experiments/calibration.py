@@ -50,6 +50,7 @@ from cgjax.datasets import zoo
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.diffusion.denoiser import ArchConfig
+from cgjax.diffusion.parametrisation import PARAMETRISATIONS
 from cgjax.ensemble import sample_target
 from cgjax.scoring import calibration as cal
 from cgjax.evaluate.baselines import iterative_impute, knn_impute
@@ -94,7 +95,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     epochs = args.epochs or max(1, -(-args.train_steps * TRAIN["batch_size"] // train_c.n_samples))
     train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed,
                                "select_by": args.select_by, "ema_decay": args.ema_decay})
-    ms = pipeline.train(cohort, None, arch=ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32),
+    arch = ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32, parametrisation=args.parametrisation)
+    ms = pipeline.train(cohort, None, arch=arch,
                         schedule_cfg=ScheduleConfig(timesteps=args.timesteps), train_cfg=train_cfg, progress=False)
     t_train = time.time() - t0
     test = pipeline.scaled_inputs(ms, test_c)
@@ -115,7 +117,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     knn = knn_impute(train, given, given_names, target, k=10)
     mice = iterative_impute(train, given, given_names, target)
 
-    base = dict(law=member.name, n_samples=n_samples, target=target, dims=member.describe()["dims"],
+    base = dict(law=member.name, n_samples=n_samples, parametrisation=args.parametrisation, target=target,
+                dims=member.describe()["dims"],
                 n_rows=len(y), epochs=epochs, train_seconds=round(t_train, 1))
     na = dict.fromkeys(("variance_ratio", "energy_excess_pct", "energy_excess_se_pct", "coverage", "pit_deviation",
                         "pit_centre_excess"), np.nan)
@@ -227,6 +230,8 @@ def main(argv=None):
     ap.add_argument("--n-layers", type=int, default=None)
     ap.add_argument("--select-by", default="mse", choices=("mse", "energy"))
     ap.add_argument("--ema-decay", type=float, default=0.0)
+    ap.add_argument("--parametrisation", default="eps", choices=PARAMETRISATIONS,
+                    help="what the networks predict (ArchConfig.parametrisation): eps (the paper's), v or x0")
     ap.add_argument("--max-rows", type=int, default=None, help="complete test rows scored")
     ap.add_argument("--replicates", type=int, default=10)
     ap.add_argument("--coverage-replicates", type=int, default=None, help=">= 50 for 90%% coverage")

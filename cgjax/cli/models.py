@@ -82,6 +82,8 @@ def cmd_train(args) -> int:
     if args.seed is not None:
         train = dataclasses.replace(train, seed=args.seed)
     check = None if args.no_calibration_check else calibration_options(args)  # checked before training
+    if args.parametrisation is not None:
+        arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
     cohort = read_cohort(args.cohort)
     with distributed.data_parallel() if (args.distributed or several) else contextlib.nullcontext():
         ms = pipeline.train(cohort, args.out, arch=arch, schedule_cfg=sched, train_cfg=train,
@@ -252,6 +254,9 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, help="training epochs (overrides the config; default: the config's, paper 1000)")
     p.add_argument("--timesteps", type=int, help="diffusion timesteps T (overrides the config; default: paper 1000)")
     p.add_argument("--seed", type=int, help="initialisation and batching seed (overrides the config; default 0)")
+    p.add_argument("--parametrisation", default=None,
+                   help="what the networks predict: eps (the noise; the paper's recipe, default), v "
+                        "(v-prediction) or x0; overrides the config's arch.parametrisation")
     p.add_argument("--split-seed", type=int, default=42,
                    help="seed of the train/val/test split when the cohort has no split column; "
                         "recorded in the checkpoint, which 'cgjax evaluate' reuses")

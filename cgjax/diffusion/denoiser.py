@@ -4,7 +4,7 @@
     e_i    = mask_i * ReLU(W_ci c_i + b_ci)          for each condition i  # [E]
     h_1    = ReLU(BN_1(W_0 [x_t, t_emb, e_1..e_K] + b_0))                  # [H]
     h_l+1  = ReLU(BN_l+1(W_l [h_l, t_emb] + b_l))     l = 1 .. n-2         # [H]
-    eps_hat = W_n-1 [h_n-1, t_emb] + b_n-1                                # [F]
+    out    = W_n-1 [h_n-1, t_emb] + b_n-1     (eps_hat, or v / x_0 hat)  # [F]
 
 Every weight that multiplies a concatenation is stored split by input block (``w_x``, ``w_t``,
 ``w_c``, ``w_h``), which is the same linear map as the concatenated matrix but lets the sampler
@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from cgjax._validate import is_int
+from cgjax.diffusion.parametrisation import PARAMETRISATIONS
 from cgjax.errors import ConfigError
 
 
@@ -39,18 +40,25 @@ class ArchConfig:
 
     hidden: H. n_layers: number of Linear layers (>= 2), so n_layers - 1 BatchNorm layers.
     time_dim: Dt, the sinusoidal embedding size. cond_embed_dim: E per condition.
+    parametrisation: what the output predicts, ``"eps"`` (the noise; the paper's recipe), ``"v"`` or
+      ``"x0"`` (:mod:`cgjax.diffusion.parametrisation`). The training loss regresses it and the
+      sampler converts it to eps; checkpoints written before the option existed are ``"eps"``.
     """
 
     hidden: int = 512
     n_layers: int = 5
     time_dim: int = 128
     cond_embed_dim: int = 32
+    parametrisation: str = "eps"
 
     def __post_init__(self):
         for field, least in (("hidden", 1), ("n_layers", 2), ("time_dim", 1), ("cond_embed_dim", 1)):
             v = getattr(self, field)
             if not (is_int(v) and v >= least):
                 raise ConfigError(f"ArchConfig.{field} must be an integer >= {least}, got {v!r}")
+        if self.parametrisation not in PARAMETRISATIONS:
+            raise ConfigError(f"--parametrisation (ArchConfig.parametrisation) must be one of "
+                              f"{', '.join(PARAMETRISATIONS)}, got {self.parametrisation!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -173,7 +181,7 @@ def _batch_norm(x, p, s, cfg: DenoiserConfig, train: bool):
 
 
 def apply(params, batch_stats, x_t, t, conds, masks, cfg: DenoiserConfig, *, train: bool):
-    """Predict the noise.
+    """Predict the noise (or v or x_0, as ``cfg.parametrisation`` says; the network is the same).
 
     x_t: f32[B, F]; t: int[B]; conds: f32[B, K, C] (C >= max(cond_dims)); masks: f32[B, K] (checked
     when traced: a wrong shape is an AssertionError naming the argument, not a broadcast).

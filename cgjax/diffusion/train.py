@@ -34,6 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from cgjax._validate import is_int, is_real
 from cgjax.diffusion import denoiser
+from cgjax.diffusion.parametrisation import regression_target
 from cgjax.diffusion.schedule import Schedule, q_sample
 from cgjax.errors import ConfigError
 from cgjax.distributed import active_mesh, replicate, replicated_sharding
@@ -184,7 +185,9 @@ def make_inference_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: T
 def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: TrainConfig, *, multi: bool,
                   total_steps: int = 1, mesh=None):
     """Return ``train(state, data, key) -> (state, mean_loss f32[M])`` running ``steps_per_call`` steps.
-    ``total_steps`` is the length of the whole run (for the learning-rate schedule).
+    ``total_steps`` is the length of the whole run (for the learning-rate schedule). The loss is the
+    mean squared error of the network's output against the target of ``dcfg.parametrisation``
+    (eps, v or x_0; :func:`cgjax.diffusion.parametrisation.regression_target`).
 
     Data-parallel: with a ``mesh`` (a 1-D :class:`jax.sharding.Mesh` with axis ``"batch"``, e.g.
     :func:`cgjax.distributed.make_mesh`; default the one of an enclosing
@@ -209,8 +212,9 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
         t = jax.random.randint(k_t, (x0.shape[0],), 0, T)
         eps = jax.random.normal(k_eps, x0.shape, jnp.float32)
         x_t = q_sample(schedule, x0, t, eps)
-        eps_hat, new_stats = denoiser.apply(params, batch_stats, x_t, t, conds, masks, dcfg, train=True)
-        return jnp.mean(jnp.square(eps_hat - eps)), new_stats
+        out, new_stats = denoiser.apply(params, batch_stats, x_t, t, conds, masks, dcfg, train=True)
+        target = regression_target(dcfg.parametrisation, x0, eps, schedule.alpha_bars[t][:, None])
+        return jnp.mean(jnp.square(out - target)), new_stats
 
     def member_step(params, batch_stats, opt_state, x0, conds, present, valid, key):
         k_draw, k_loss = _split_step_key(key)

@@ -46,11 +46,14 @@ class Model(NamedTuple):
       for params and batch_stats stacked along M;
     eps(prepared, x_t f32[N, F], t i32[]) -> f32[M, N, F], the members' noise predictions;
     x_dim: F, the width of the target it denoises.
+    parametrisation: what ``eps`` actually predicts, eps, v or x_0
+      (:mod:`cgjax.diffusion.parametrisation`); the sampler converts it to eps.
     """
 
     prepare: Callable
     eps: Callable
     x_dim: int
+    parametrisation: str = "eps"
 
 
 # ---- one model ----------------------------------------------------------------------------------
@@ -130,7 +133,7 @@ def plain_model(cfg: denoiser.DenoiserConfig) -> Model:
         return jax.vmap(one, in_axes=(0, 0, None, None, 1, 1))(p["params"], p["batch_stats"], x_t, t,
                                                                p["conds"], p["masks"])
 
-    return Model(prepare, eps, cfg.x_dim)
+    return Model(prepare, eps, cfg.x_dim, cfg.parametrisation)
 
 
 def folded_model(cfg: denoiser.DenoiserConfig, timesteps: int) -> Model:
@@ -155,7 +158,7 @@ def folded_model(cfg: denoiser.DenoiserConfig, timesteps: int) -> Model:
         return jax.vmap(apply_precomputed, in_axes=(0, 0, 0, None))(prepared["weights"], time_row,
                                                                     prepared["cond"], x_t)
 
-    return Model(prepare, eps, cfg.x_dim)
+    return Model(prepare, eps, cfg.x_dim, cfg.parametrisation)
 
 
 ALGEBRAS = ("folded", "plain")

@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from cgjax._validate import is_int, is_real
+from cgjax.diffusion.parametrisation import to_eps
 from cgjax.diffusion.schedule import Schedule
 from cgjax.errors import ConfigError
 from cgjax.sampling.algebra import Model
@@ -146,7 +147,10 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
       row identities (replicate-major), which alone decide each row's noise.
 
     ``solver`` picks the reverse process (:mod:`cgjax.sampling.solvers`); ``distance`` is then
-    f32[N, K] over the K steps taken.
+    f32[N, K] over the K steps taken. The model's output is read as ``model.parametrisation`` says
+    (eps, v or x_0) and converted to eps here, once per step
+    (:func:`cgjax.diffusion.parametrisation.to_eps`), before the consensus, the coherence test and the
+    solver, which all work on eps.
     """
     sol = make_solver(schedule, solver)
     K = len(sol.timesteps)
@@ -163,7 +167,9 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
         def step(carry, inputs):
             x_t, aux, n_bad = carry
             t, xs_k = inputs
-            eps_all = model.eps(prepared, x_t, t)  # [M, N, F]
+            # the members' outputs as noise predictions (identity for the paper's eps-prediction)
+            out = model.eps(prepared, x_t, t)  # [M, N, F]
+            eps_all = to_eps(model.parametrisation, out, x_t[None], schedule.alpha_bars[t])
             # the consensus (docs/reference.md 4.2) as an elementwise weighted sum over the few members
             eps_bar = jnp.sum(eps_all * weights.T[:, :, None], axis=0)
             d = pairwise_cosine_distance(eps_all, weights)
