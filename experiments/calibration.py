@@ -19,10 +19,13 @@ Each sampler draws ``--coverage-replicates`` (>= 50) replicates per row; the fir
   replicates; pit_deviation / pit_centre_excess: rank histogram of the truth among all replicates
   (> 0 centre excess = over-dispersed).
 
-Next to them: KNN (k = 10) and IterativeImputer (BayesianRidge) point predictions, and exact posterior
-draws (the ideal sampler, same R). Writes ``calibration.csv``, ``calibration.md`` (the table and
-the issue-11 targets, met or missed, with numbers) and ``calibration.png`` (calibration against
-cohort size) to ``--out``.
+Next to them: KNN (k = 10) and IterativeImputer (BayesianRidge) point predictions, exact posterior
+draws (the ideal sampler, same R), and the probabilistic baselines of
+:mod:`cgjax.evaluate.probabilistic` (``gaussian_sample``, ``mice_sample``, ``knn_sample`` with k = 10;
+fitted on the train split's complete rows; scored exactly like the samplers), with the energy score
+of multi / coherent over each of theirs in ``calibration.md`` (issue 14). Writes ``calibration.csv``,
+``calibration.md`` (the table, the issue-11 targets, met or missed, with numbers, and the energy
+ratios) and ``calibration.png`` (calibration against cohort size) to ``--out``.
 
 Targets (issue 11), checked on laws with >= 3000 samples for multi and coherent with the ancestral
 sampler: variance ratio in [0.8, 1.25], energy excess <= 5%, gap closed >= 60%; and an accelerated
@@ -54,11 +57,19 @@ from cgjax.diffusion.parametrisation import PARAMETRISATIONS
 from cgjax.ensemble import sample_target
 from cgjax.scoring import calibration as cal
 from cgjax.evaluate.baselines import iterative_impute, knn_impute
+from cgjax.evaluate.probabilistic import gaussian_conditional_sample, knn_sample, mice_sample
 from cgjax.scoring.metrics import r2_pooled
 from cgjax.sampling.options import SampleOptions
 from cgjax.sampling.solvers import SolverConfig
 
 METHODS = ("single", "multi", "coherent")
+# Probabilistic baselines (cgjax.evaluate.probabilistic; fitted on the train split, like the point
+# baselines): name -> f(train, test, given, target, replicates, seed) -> f32[R, N, D].
+PROB_BASELINES = {
+    "gaussian_sample": lambda tr, te, g, t, r, s: gaussian_conditional_sample(tr, te, g, t, replicates=r, seed=s),
+    "mice_sample": lambda tr, te, g, t, r, s: mice_sample(tr, te, g, t, replicates=r, seed=s),
+    "knn_sample": lambda tr, te, g, t, r, s: knn_sample(tr, te, g, t, replicates=r, seed=s, k=10),
+}
 QUICK = dict(laws=("issue11", "two_wide"), sizes=(1000, 3000), methods=METHODS, steps=(10,), timesteps=100,
              train_steps=1500, hidden=128, n_layers=3, max_rows=150, coverage_replicates=50)
 FULL = dict(laws=tuple(zoo.ZOO), sizes=(500, 3000, 30000), methods=METHODS, steps=(10, 20, 50), timesteps=1000,
@@ -136,6 +147,18 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
 
     out.append(rec("exact", "posterior", score(np.concatenate([exact, (cond.sample(args.seed + 3, args.coverage_replicates
                                                                                    - args.replicates) - mu) / sd]))))
+    if not args.no_prob_baselines:
+        # Fitted on the complete training rows (mice_sample then shares one fit across replicates).
+        complete = np.all([~np.isnan(train[m]).all(axis=1) for m in [*given_names, target]], axis=0)
+        train_cc = {m: train[m][complete] for m in [*given_names, target]}
+        for name, fn in PROB_BASELINES.items():  # scored exactly like the samplers, same replicates
+            t1 = time.time()
+            samples = fn(train_cc, given, given_names, target, args.coverage_replicates, args.seed + 7)
+            out.append({**rec(name, "-", score(samples)), "sample_seconds": round(time.time() - t1, 1)})
+            r = out[-1]
+            print(f"  {member.name:>12} n={n_samples:<6} {name:<16} R2 {r['r2_mean']:.3f} gap {r['gap_closed']:+.2f} "
+                  f"ES {r['energy_excess_pct']:+6.1f}% var x{r['variance_ratio']:.2f} cov90 {r['coverage']:.2f}",
+                  flush=True)
     for method in args.methods:
         for name, solver in solvers.items():
             t1 = time.time()
@@ -176,6 +199,26 @@ def check_targets(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def energy_ratios(df: pd.DataFrame) -> list[str]:
+    """Issue 14: per (law, size, method, sampler) of multi / coherent, the energy score over each
+    probabilistic baseline's on the same rows. Both excesses are against the same exact draws, so
+    the ratio is (1 + excess_method) / (1 + excess_baseline)."""
+    lines = []
+    keys = [k for k in ("law", "n_samples", "parametrisation") if k in df.columns]
+    for key, g in df.groupby(keys, sort=False):
+        base = g[g.method.isin(PROB_BASELINES)].set_index("method").energy_excess_pct
+        if base.empty:
+            continue
+        for _, r in g[g.method.isin(["multi", "coherent"])].iterrows():
+            rel = {b: (1 + r.energy_excess_pct / 100) / (1 + e / 100) for b, e in base.items()}
+            verdict = "better than every baseline" if all(v < 1 for v in rel.values()) else \
+                "worse than " + ", ".join(b for b, v in rel.items() if v >= 1)
+            head = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+            lines.append(f"- {head} {r.method} {r.sampler}: " + ", ".join(f"{b} {v:.3f}" for b, v in rel.items())
+                         + f" ({verdict})")
+    return lines
+
+
 def write_outputs(df: pd.DataFrame, out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "calibration.csv", index=False)
@@ -189,6 +232,10 @@ def write_outputs(df: pd.DataFrame, out: Path, command: str) -> None:
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     text = [f"`{command}`", "", *md, "", "Issue-11 targets:", *check_targets(df)]
+    ratios = energy_ratios(df)
+    if ratios:
+        text += ["", "Energy score of each method over each probabilistic baseline (< 1: the method is better; "
+                 "issue 14):", *ratios]
     (out / "calibration.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
 
@@ -232,6 +279,8 @@ def main(argv=None):
     ap.add_argument("--ema-decay", type=float, default=0.0)
     ap.add_argument("--parametrisation", default="eps", choices=PARAMETRISATIONS,
                     help="what the networks predict (ArchConfig.parametrisation): eps (the paper's), v or x0")
+    ap.add_argument("--no-prob-baselines", action="store_true",
+                    help="skip the probabilistic baselines (gaussian_sample, mice_sample, knn_sample k=10)")
     ap.add_argument("--max-rows", type=int, default=None, help="complete test rows scored")
     ap.add_argument("--replicates", type=int, default=10)
     ap.add_argument("--coverage-replicates", type=int, default=None, help=">= 50 for 90%% coverage")
