@@ -40,6 +40,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,8 @@ from cgjax.datasets import zoo
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.diffusion.denoiser import ArchConfig
+from cgjax.diffusion.configs import build_configs
+from cgjax.presets import PRESETS
 from cgjax.diffusion.parametrisation import PARAMETRISATIONS
 from cgjax.ensemble import sample_target
 from cgjax.scoring import calibration as cal
@@ -103,12 +106,18 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     split = split_cohort(cohort, seed=42)  # the split pipeline.train uses (its default split_seed)
     test_c, train_c = split.split("test"), split.split("train")
     # The same number of optimiser steps at every cohort size (epochs of the whole train split).
-    epochs = args.epochs or max(1, -(-args.train_steps * TRAIN["batch_size"] // train_c.n_samples))
-    train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed,
-                               "select_by": args.select_by, "ema_decay": args.ema_decay})
-    arch = ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32, parametrisation=args.parametrisation)
-    ms = pipeline.train(cohort, None, arch=arch,
-                        schedule_cfg=ScheduleConfig(timesteps=args.timesteps), train_cfg=train_cfg, progress=False)
+    if args.model_preset:  # the library's preset (cgjax train --preset): its sizes, epochs and schedule
+        arch, sched, train_cfg = build_configs({}, args.epochs, None, PRESETS[args.model_preset])
+        train_cfg = dataclasses.replace(train_cfg, seed=args.seed, select_by=args.select_by, ema_decay=args.ema_decay)
+        arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
+        epochs = train_cfg.epochs
+    else:
+        epochs = args.epochs or max(1, -(-args.train_steps * TRAIN["batch_size"] // train_c.n_samples))
+        train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed,
+                                   "select_by": args.select_by, "ema_decay": args.ema_decay})
+        arch = ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32, parametrisation=args.parametrisation)
+        sched = ScheduleConfig(timesteps=args.timesteps)
+    ms = pipeline.train(cohort, None, arch=arch, schedule_cfg=sched, train_cfg=train_cfg, progress=False)
     t_train = time.time() - t0
     test = pipeline.scaled_inputs(ms, test_c)
     rows = slice(0, min(args.max_rows, test_c.n_samples))
@@ -128,7 +137,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     knn = knn_impute(train, given, given_names, target, k=10)
     mice = iterative_impute(train, given, given_names, target)
 
-    base = dict(law=member.name, n_samples=n_samples, parametrisation=args.parametrisation, target=target,
+    base = dict(law=member.name, n_samples=n_samples, parametrisation=args.parametrisation,
+                preset=args.model_preset or f"grid {args.train_steps or '-'} steps", target=target,
                 dims=member.describe()["dims"],
                 n_rows=len(y), epochs=epochs, train_seconds=round(t_train, 1))
     na = dict.fromkeys(("variance_ratio", "energy_excess_pct", "energy_excess_se_pct", "coverage", "pit_deviation",
@@ -204,7 +214,7 @@ def energy_ratios(df: pd.DataFrame) -> list[str]:
     probabilistic baseline's on the same rows. Both excesses are against the same exact draws, so
     the ratio is (1 + excess_method) / (1 + excess_baseline)."""
     lines = []
-    keys = [k for k in ("law", "n_samples", "parametrisation") if k in df.columns]
+    keys = [k for k in ("law", "n_samples", "parametrisation", "preset") if k in df.columns]
     for key, g in df.groupby(keys, sort=False):
         base = g[g.method.isin(PROB_BASELINES)].set_index("method").energy_excess_pct
         if base.empty:
@@ -277,6 +287,9 @@ def main(argv=None):
     ap.add_argument("--n-layers", type=int, default=None)
     ap.add_argument("--select-by", default="mse", choices=("mse", "energy"))
     ap.add_argument("--ema-decay", type=float, default=0.0)
+    ap.add_argument("--model-preset", default=None, choices=sorted(PRESETS),
+                    help="train with a library preset (cgjax train --preset: sizes, epochs, T) instead of "
+                         "--hidden / --n-layers / --timesteps / --train-steps; --epochs overrides its epochs")
     ap.add_argument("--parametrisation", default="eps", choices=PARAMETRISATIONS,
                     help="what the networks predict (ArchConfig.parametrisation): eps (the paper's), v or x0")
     ap.add_argument("--no-prob-baselines", action="store_true",
@@ -288,6 +301,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="calibration_results")
     args = ap.parse_args(argv)
+    if args.model_preset:
+        args.timesteps = PRESETS[args.model_preset].get("schedule", {}).get("timesteps", ScheduleConfig().timesteps)
     preset = QUICK if args.quick else FULL
     for k, v in preset.items():
         if getattr(args, k, None) is None and not (k == "train_steps" and args.epochs):
