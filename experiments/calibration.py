@@ -31,8 +31,15 @@ Targets (issue 11), checked on laws with >= 3000 samples for multi and coherent 
 sampler: variance ratio in [0.8, 1.25], energy excess <= 5%, gap closed >= 60%; and an accelerated
 sampler with <= 50 network evaluations within 2% of the ancestral energy score.
 
+``--model-preset quick`` trains with a library preset (``cgjax train --preset quick``: its sizes,
+epochs, batch and T) instead of the grid's ``--hidden`` / ``--n-layers`` / ``--timesteps`` /
+``--train-steps``. Note that ``--train-steps`` counts epochs of the whole train split (epochs =
+steps x 256 / train rows) while an epoch is ceil(n_valid / batch) steps of a group's median model,
+so with missing modalities the models take fewer optimiser steps than ``--train-steps``.
+
 Usage:
   python experiments/calibration.py --quick --out /tmp/calibration      # ~50 min on 2 CPU cores at load 15
+  python experiments/calibration.py --model-preset quick --laws issue11 noisy_small --sizes 3000 --steps 20
   python experiments/calibration.py --laws issue11 two_wide five_narrow large 0 1 2 \\
       --sizes 500 3000 30000 --train-steps 6000 --timesteps 1000 --steps 10 20 50 --out results/calibration
 """
