@@ -39,7 +39,7 @@ Methods (each in its own subprocess, so that wall time and peak memory are its o
   during fitting.
   Methods that draw get R = ``--replicates`` replicates and an energy score; a point predictor's
   "energy score" would only be its mean distance to the truth, so it gets R2 only. A method that
-  draws by refitting stops drawing when another refit would pass 60% of ``--time-limit``
+  draws by refitting stops drawing when another refit would pass 50% of ``--time-limit``
   (column ``R`` says how many it made); a method still running at ``--time-limit`` is killed
   and listed as timed out.
 
@@ -58,6 +58,7 @@ LightGBM 4.7), see docs/evaluation.md, "Peers":
     python3.11 -m venv peers_venv && peers_venv/bin/pip install -e ".[peers]"
     peers_venv/bin/python experiments/peers.py --dataset zoo:issue11 --out experiments/figures/peers_issue11.csv
     peers_venv/bin/python experiments/peers.py --dataset paad --data-dir DIR
+    python experiments/peers.py --combine experiments/figures/peers_*.csv   # one table + verdicts
 
 A peer that is not installed is listed as skipped, so the script also runs in cgjax's own
 environment (cgjax's methods and baselines only).
@@ -316,7 +317,7 @@ def run_hyperimpute(job: dict, method: str, loader) -> dict:
         return np.asarray(plugin.fit_transform(df.copy()), np.float64)[n_train:, [df.columns.get_loc(c) for c in tcols]]
 
     R = 1 if method in HI_POINT else job["replicates"]
-    x = _draw_until(0.6 * job["time_limit"], R, draw)
+    x = _draw_until(0.5 * job["time_limit"], R, draw)
     return {method: {"draws": x.astype(np.float32), "wall_s": time.perf_counter() - t0,
                      "note": "transductive" + (", max_iter 10" if extra else "")}}
 
@@ -482,10 +483,39 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def verdicts(df: pd.DataFrame) -> list[str]:
+    """Per dataset and target: cgjax's best method (by R2, then by energy score) and every other
+    method that beats it on R2 or, among methods that draw, on the energy score."""
+    out = []
+    for (d, t), g in df.groupby(["dataset", "target"], sort=False):
+        ours = g[g.method.isin(CGJAX_METHODS) & g.r2.notna()]
+        if ours.empty:
+            out.append(f"{d} {t}: no cgjax method finished")
+            continue
+        best = ours.loc[ours.r2.idxmax()]
+        others = g[~g.method.isin(CGJAX_METHODS + ("oracle_mean", "oracle_sample")) & g.r2.notna()]
+        r2_wins = others[others.r2 > best.r2].sort_values("r2", ascending=False)
+        es_best = ours.energy_score.min()
+        es_wins = others[others.energy_score < es_best].sort_values("energy_score")
+        line = (f"{d} {t}: cgjax's best is {best.method} (R2 {best.r2:.3f}; best energy score "
+                f"{es_best:.3f}, {ours.loc[ours.energy_score.idxmin()].method})" if ours.energy_score.notna().any()
+                else f"{d} {t}: cgjax's best is {best.method} (R2 {best.r2:.3f})")
+        line += "; higher R2: " + (", ".join(f"{r.method} {r.r2:.3f}" for r in r2_wins.itertuples()) or "none")
+        line += "; lower energy score: " + (", ".join(f"{r.method} {r.energy_score:.3f}"
+                                                      for r in es_wins.itertuples()) or "none")
+        out.append(line)
+    return out
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--_worker"]:
         return worker(argv[1], argv[2])
+    if argv[:1] == ["--combine"]:  # the one table of several runs' CSVs, and the verdicts
+        df = pd.concat([pd.read_csv(f) for f in argv[1:]], ignore_index=True)
+        print(markdown(df))
+        print("\n" + "\n".join(f"- {v}" for v in verdicts(df)))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True, help="zoo:<law>, miniacc or paad")
     ap.add_argument("--data-dir", help="paad: the directory of the PAAD tables")

@@ -71,3 +71,17 @@ def test_score_gives_energy_only_to_samplers(peers):
     exact = truth[None] + rng.normal(size=(10, 50, 4))
     rec = peers.score(draws, truth, (truth, exact))
     assert rec["R"] == 10 and rec["energy_score"] > 0 and abs(rec["energy_excess_pct"]) < 15
+
+
+def test_verdicts_name_our_best_and_every_peer_that_beats_it(peers):
+    df = pd.DataFrame([
+        dict(dataset="d", target="t", method="coherent", r2=0.30, energy_score=1.0),
+        dict(dataset="d", target="t", method="multi", r2=0.40, energy_score=1.2),
+        dict(dataset="d", target="t", method="hi_mice", r2=0.35, energy_score=0.9),
+        dict(dataset="d", target="t", method="mofa", r2=0.50, energy_score=1.5),
+        dict(dataset="d", target="t", method="knn", r2=0.45, energy_score=np.nan),
+        dict(dataset="d", target="t", method="oracle_mean", r2=0.9, energy_score=np.nan),
+    ])
+    (line,) = peers.verdicts(df)
+    assert "cgjax's best is multi (R2 0.400" in line and "best energy score 1.000, coherent" in line
+    assert "higher R2: mofa 0.500, knn 0.450;" in line and line.endswith("lower energy score: hi_mice 0.900")
