@@ -507,12 +507,23 @@ def verdicts(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def combine(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of several runs; a method run twice on one dataset and target (e.g. rerun with a
+    longer time limit) keeps its last finished row (its last row if none finished)."""
+    df = pd.concat(frames, ignore_index=True)
+    df["_done"] = df["r2"].notna()
+    df["_order"] = np.arange(len(df))
+    keep = df.sort_values(["_done", "_order"]).groupby(["dataset", "target", "method"], sort=False).tail(1)
+    first = df.groupby(["dataset", "target", "method"], sort=False)["_order"].transform("min")  # table order
+    return df.loc[keep.index].assign(_first=first).sort_values("_first").drop(columns=["_done", "_order", "_first"])
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--_worker"]:
         return worker(argv[1], argv[2])
     if argv[:1] == ["--combine"]:  # the one table of several runs' CSVs, and the verdicts
-        df = pd.concat([pd.read_csv(f) for f in argv[1:]], ignore_index=True)
+        df = combine([pd.read_csv(f) for f in argv[1:]])
         print(markdown(df))
         print("\n" + "\n".join(f"- {v}" for v in verdicts(df)))
         return 0

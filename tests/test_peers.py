@@ -85,3 +85,12 @@ def test_verdicts_name_our_best_and_every_peer_that_beats_it(peers):
     (line,) = peers.verdicts(df)
     assert "cgjax's best is multi (R2 0.400" in line and "best energy score 1.000, coherent" in line
     assert "higher R2: mofa 0.500, knn 0.450;" in line and line.endswith("lower energy score: hi_mice 0.900")
+
+
+def test_combine_keeps_a_rerun_that_finished(peers):
+    a = pd.DataFrame([dict(dataset="d", target="t", method="coherent", r2=np.nan, note="timed out"),
+                      dict(dataset="d", target="t", method="knn", r2=0.2, note="")])
+    b = pd.DataFrame([dict(dataset="d", target="t", method="coherent", r2=0.3, note="rerun"),
+                      dict(dataset="d", target="t", method="knn", r2=np.nan, note="timed out")])
+    df = peers.combine([a, b])
+    assert df.method.tolist() == ["coherent", "knn"] and df.r2.tolist() == [0.3, 0.2]
