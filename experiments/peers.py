@@ -435,6 +435,8 @@ def score(draws: np.ndarray, truth: np.ndarray, oracle=None) -> dict:
 
 
 def run_task(task: Task, args) -> pd.DataFrame:
+    """Every job on every target; with ``args.out``, the CSV is rewritten after each job (a run
+    stopped early keeps what it finished)."""
     rows = []
     jobs = [j for j in JOBS if args.methods is None or j in args.methods or
             (j == "cgjax" and set(CGJAX_METHODS) & set(args.methods))]
@@ -458,12 +460,16 @@ def run_task(task: Task, args) -> pd.DataFrame:
                     for m in methods:
                         rows.append({**base, "method": m, "note": res.get("_skipped") or res["_failed"]})
                     print(f"    {rows[-1]['note']}", file=sys.stderr, flush=True)
+                    if args.out:
+                        pd.DataFrame(rows).to_csv(args.out, index=False)
                     continue
                 for m, r in res.items():
                     rows.append({**base, "method": m, **score(r["draws"], truth, oracle), "wall_s": r["wall_s"],
                                  "peak_rss_MiB": r["peak_rss_MiB"], "rss_growth_MiB": r["rss_growth_MiB"],
                                  "note": r["note"]})
                 print(f"    {rows[-1]}", file=sys.stderr, flush=True)
+                if args.out:
+                    pd.DataFrame(rows).to_csv(args.out, index=False)
     return pd.DataFrame(rows)
 
 
