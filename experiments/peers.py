@@ -479,8 +479,11 @@ def markdown(df: pd.DataFrame) -> str:
     cols = [c for c in ("dataset", "target", "method", "R", "r2", "r2_to_exact_mean", "energy_score",
                         "energy_excess_pct", "wall_s", "peak_rss_MiB", "rss_growth_MiB", "note") if c in df]
 
+    if "R" in df:
+        df = df.assign(R=df["R"].astype("Int64"))
+
     def fmt(v):
-        if v is None or (isinstance(v, float) and np.isnan(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
             return "—"
         if isinstance(v, (float, np.floating)):
             return f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
