@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     data = prepare_data(cohort, Scalers.from_dict(ms.scalers), ms.modalities, split_record=ms.split)
     split = np.asarray(pd.Series(cohort.label("split")).astype(str))
     train_ids = np.asarray(cohort.sample_ids)[split == "train"]
-    samples, latent = {}, {}
+    samples, latent, latent_cal = {}, {}, {}
     for i, t in enumerate(ms.modalities):
         given = {m: data.test[m] for m in ms.modalities if m != t}
         samples[t] = {}
@@ -148,16 +148,22 @@ def main(argv=None) -> int:
                                                            seed=args.seed + 100 * i))
             samples[t][method] = res.x
             latent[(t, method)] = float(metrics.r2_pooled(data.test[t], res.x.mean(axis=0)))
+            # calibration in the latent space: a calibrated sampler has 1 - R2(draw) = 2 (1 - R2(mean of all))
+            lat_inf = r2_of_mean_unlimited(data.test[t], res.x)
+            lat_draw = float(np.mean(metrics.r2_pooled(data.test[t], res.x)))
+            latent_cal[(t, method)] = {"r2_latent_draw": lat_draw, "r2_latent_of_mean_unlimited": lat_inf,
+                                       "dispersion_ratio": (1 - lat_draw) / (1 - lat_inf) / 2}
         # diagnostic: a linear map in the same latent space, decoded the same way (sampler vs embedding)
         samples[t]["latent ridge"] = latent_ridge(data.train, data.test, t, list(given))[None]
         latent[(t, "latent ridge")] = float(metrics.r2_pooled(data.test[t], samples[t]["latent ridge"][0]))
     fs = feature_space_study(samples, data.scalers, emb, fc, train_ids, data.test_ids, ms.modalities,
                              keep_predictions=True)
     summ = fs["summary"]
-    rows = []
+    rows, saved = [], {}
     for t, p in fs["predictions"].items():
         z = p["truth"]
         point = {k: v.mean(axis=0) for k, v in p.items() if k != "truth"}
+        saved.update({f"{t}|{k}": v for k, v in point.items()}, **{f"{t}|truth": z})
         r2 = {k: float(metrics.r2_pooled(z, v)) for k, v in point.items()}
         best = "ridge" if r2["ridge"] >= r2["train mean"] else "train mean"
         boot = bootstrap_pooled_r2(z, point, pairs=[(s, best) for s in SAMPLERS], n_boot=args.n_boot, seed=args.seed)
@@ -169,7 +175,8 @@ def main(argv=None) -> int:
             if k in SAMPLERS:
                 row.update(r2_draw=float(summ[(summ.target == t) & (summ.method == k)].r2_draw.iloc[0]),
                            r2_of_mean_unlimited=r2_of_mean_unlimited(z, p[k]),
-                           vs=best, diff5=boot[f"{k} - {best}"][0], diff95=boot[f"{k} - {best}"][1])
+                           vs=best, diff5=boot[f"{k} - {best}"][0], diff95=boot[f"{k} - {best}"][1],
+                           **latent_cal[(t, k)])
             rows.append(row)
     df = pd.DataFrame(rows)
     res = {"dataset": args.dataset, "modalities": list(mods), "config": cfg, "latent_dim": args.latent_dim,
@@ -177,6 +184,7 @@ def main(argv=None) -> int:
            "n_val": int(cohort.split("val").n_samples), "n_test": int(len(data.test_ids)),
            "seconds": {"prepare": t_prep, "train": t_train, "total": time.time() - t0},
            "rows": df.replace({np.nan: None}).to_dict("records"), "notes": data.notes}
+    np.savez_compressed(out / "predictions.npz", **saved)  # standardised feature space, for seed ensembles
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
     pd.set_option("display.width", 200)
     print(f"\n{args.dataset}: {res['n_test']} complete test patients, {res['n_val']} val; "
