@@ -5,6 +5,10 @@ range over the runs), ridge, train mean and the embedding's ceiling; and the R2 
 ensemble, the average of the runs' replicate means (the mean of all their draws), with a bootstrap
 interval over test patients and the paired interval of its difference to the better baseline.
 
+Also the means over runs of: the R2 the mean of unlimited replicates would reach, the latent-space
+dispersion ratio (1 calibrated, < 1 draws too close to each other for their error), the latent R2
+of the replicate mean, and a ridge in the same latent space (latent and decoded R2).
+
 Usage:
   python experiments/feature_space_real_seeds.py runs/fs_paad_s0 runs/fs_paad_s1 runs/fs_paad_s2 [--json out.json]
 """
@@ -40,7 +44,7 @@ def main(argv=None) -> int:
         z = preds[0][f"{t}|truth"]
         if any(not np.allclose(p[f"{t}|truth"], z) for p in preds):
             raise SystemExit(f"runs: the test truth of '{t}' differs between runs (another split or preprocessing)")
-        r2 = lambda k: rows[(rows.target == t) & (rows.method == k)].r2_of_mean
+        r2 = lambda k, col="r2_of_mean": rows[(rows.target == t) & (rows.method == k)][col]
         base = {k: float(r2(k).mean()) for k in ("ridge", "train mean", "ceiling")}
         best = "ridge" if base["ridge"] >= base["train mean"] else "train mean"
         ens = {k: np.mean([p[f"{t}|{k}"] for p in preds], axis=0) for k in SAMPLERS}
@@ -54,6 +58,11 @@ def main(argv=None) -> int:
                         "ens5": boot[k][0], "ens95": boot[k][1], "best_baseline": best,
                         "best_baseline_r2": base[best], "diff5": boot[f"{k} - {best}"][0],
                         "diff95": boot[f"{k} - {best}"][1], **{f"{b}_r2": v_ for b, v_ in base.items()},
+                        "r2_unlimited_replicates": float(r2(k, "r2_of_mean_unlimited").mean()),
+                        "dispersion_ratio": float(r2(k, "dispersion_ratio").mean()),
+                        "r2_latent_of_mean": float(r2(k, "r2_latent_of_mean").mean()),
+                        "latent_ridge_r2_latent": float(r2("latent ridge", "r2_latent_of_mean").mean()),
+                        "latent_ridge_r2": float(r2("latent ridge").mean()),
                         "n_test": int(z.shape[0]), "n_runs": len(res)})
     df = pd.DataFrame(out)
     pd.set_option("display.width", 250)
