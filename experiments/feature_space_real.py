@@ -99,7 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="embedding, training and sampling seed")
+    ap.add_argument("--split-seed", type=int, default=42, help="train/val/test split (default 42, the paper's)")
     args = ap.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     if args.replicates:
@@ -115,7 +116,8 @@ def main(argv=None) -> int:
     raw, pre = load(args.dataset, args.data_dir, mods)
     emb_opt = EmbeddingOptions(latent_dim=args.latent_dim, standardize=True, batch_size=16, patience=20,
                                max_epochs=cfg["ae_max_epochs"], epochs_per_call=50, seed=args.seed)
-    prepared = prepare(raw, PrepareOptions(preprocess=pre, embedding=emb_opt, embedding_choice="best"))
+    prepared = prepare(raw, PrepareOptions(preprocess=pre, embedding=emb_opt, embedding_choice="best",
+                                           split_seed=args.split_seed))
     write_prepared(prepared, out / "cohort", overwrite=True, write_features=True)
     print(summary(prepared), flush=True)
     t_prep = time.time() - t0
@@ -179,7 +181,8 @@ def main(argv=None) -> int:
                            **latent_cal[(t, k)])
             rows.append(row)
     df = pd.DataFrame(rows)
-    res = {"dataset": args.dataset, "modalities": list(mods), "config": cfg, "latent_dim": args.latent_dim,
+    res = {"dataset": args.dataset, "modalities": list(mods), "seed": args.seed, "split_seed": args.split_seed,
+           "config": cfg, "latent_dim": args.latent_dim,
            "embedding_choice": choice, "n_train": {m: int(emb[m].info.get("n_train", -1)) for m in mods},
            "n_val": int(cohort.split("val").n_samples), "n_test": int(len(data.test_ids)),
            "seconds": {"prepare": t_prep, "train": t_train, "total": time.time() - t0},
