@@ -109,14 +109,15 @@ def atomic_directory(path, *, marker: str, what: str):
 
 
 @contextlib.contextmanager
-def atomic_file(path):
-    """Yield a temporary sibling path (``.<name>.writing``); on success it is renamed to ``path``.
+def atomic_file(path, suffix: str = ""):
+    """Yield a temporary sibling path (``.<name>.writing<suffix>``); on success it is renamed to ``path``.
 
-    A kill inside the block leaves no file at ``path`` (a previous one stays intact); an exception
-    removes the temporary file."""
+    ``suffix`` is for writers that pick the format from the file's extension (``".h5mu"`` for
+    mudata). A kill inside the block leaves no file at ``path`` (a previous one stays intact); an
+    exception removes the temporary file."""
     path = Path(path)
     make_directory(path.parent)
-    tmp = path.with_name(f".{path.name}.writing")
+    tmp = path.with_name(f".{path.name}.writing{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

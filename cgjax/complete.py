@@ -14,7 +14,6 @@ a MuData following the scverse conventions (:func:`to_mudata`).
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from pathlib import Path
 from typing import Mapping
@@ -161,14 +160,7 @@ def to_mudata(c: Completion, feature_names: Mapping[str, list], fill: str | int 
 def write_h5mu(c: Completion, f, feature_names: Mapping[str, list], fill: str | int = "mean") -> Path:
     """Write :func:`to_mudata` to the ``.h5mu`` file ``f`` (through a temporary name)."""
     f = Path(f)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f".{f.name}.writing.h5mu")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            to_mudata(c, feature_names, fill).write(tmp)
-        os.replace(tmp, f)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(f, suffix=".h5mu") as tmp, warnings.catch_warnings():  # mudata picks the format from the suffix
+        warnings.simplefilter("ignore")
+        to_mudata(c, feature_names, fill).write(tmp)
     return f

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -97,10 +98,12 @@ def samplers(steps) -> dict[str, SolverConfig]:
     return out
 
 
-def draw(ms, target: str, given: dict, method: str, solver: SolverConfig, replicates: int, seed: int) -> np.ndarray:
+def draw(ms, target: str, given: dict, method: str, solver: SolverConfig, replicates: int, seed: int,
+         composition: str = "average", corrector_steps: int = 0, corrector_snr: float = 0.5) -> np.ndarray:
     """The one call into the library's sampling API (kept here alone so that API changes touch one
     function): f32[R, N, D] samples of ``target`` in the models' standardised space."""
-    options = SampleOptions(method=method, replicates=replicates, seed=seed, solver=solver)
+    options = SampleOptions(method=method, replicates=replicates, seed=seed, solver=solver, composition=composition,
+                            corrector_steps=corrector_steps, corrector_snr=corrector_snr)
     return sample_target(ms, target, given, options).x
 
 
@@ -115,13 +118,15 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     # The same number of optimiser steps at every cohort size (epochs of the whole train split).
     if args.model_preset:  # the library's preset (cgjax train --preset): its sizes, epochs and schedule
         arch, sched, train_cfg = build_configs({}, args.epochs, None, PRESETS[args.model_preset])
-        train_cfg = dataclasses.replace(train_cfg, seed=args.seed, select_by=args.select_by, ema_decay=args.ema_decay)
+        train_cfg = dataclasses.replace(train_cfg, seed=args.seed, select_by=args.select_by, ema_decay=args.ema_decay,
+                                        single_cond_dropout=args.single_cond_dropout)
         arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
         epochs = train_cfg.epochs
     else:
         epochs = args.epochs or max(1, -(-args.train_steps * TRAIN["batch_size"] // train_c.n_samples))
         train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed,
-                                   "select_by": args.select_by, "ema_decay": args.ema_decay})
+                                   "select_by": args.select_by, "ema_decay": args.ema_decay,
+                                   "single_cond_dropout": args.single_cond_dropout})
         arch = ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32, parametrisation=args.parametrisation)
         sched = ScheduleConfig(timesteps=args.timesteps)
     ms = pipeline.train(cohort, None, arch=arch, schedule_cfg=sched, train_cfg=train_cfg, progress=False)
@@ -150,7 +155,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
                 n_rows=len(y), epochs=epochs, train_seconds=round(t_train, 1))
     na = dict.fromkeys(("variance_ratio", "energy_excess_pct", "energy_excess_se_pct", "coverage", "pit_deviation",
                         "pit_centre_excess"), np.nan)
-    rec = lambda method, sampler, scores: {**base, "method": method, "sampler": sampler, **scores}
+    rec = lambda method, sampler, scores, composition="average", corrector=0: {
+        **base, "method": method, "sampler": sampler, "composition": composition, "corrector": corrector, **scores}
     out = [rec("knn", "-", {**na, "r2_mean": r2_pooled(y, knn), "gap_closed": 0.0}),
            rec("iterative", "-", {**na, "r2_mean": r2_pooled(y, mice), "gap_closed": cal.gap_closed(y, mice, knn, post_mean)})]
 
@@ -176,13 +182,18 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
             print(f"  {member.name:>12} n={n_samples:<6} {name:<16} R2 {r['r2_mean']:.3f} gap {r['gap_closed']:+.2f} "
                   f"ES {r['energy_excess_pct']:+6.1f}% var x{r['variance_ratio']:.2f} cov90 {r['coverage']:.2f}",
                   flush=True)
+    combos = [(c, L) for c in args.compositions for L in args.corrector_steps]
     for method in args.methods:
-        for name, solver in solvers.items():
+        for (name, solver), (composition, L) in itertools.product(solvers.items(), combos):
+            if composition == "product" and method != "coherent":
+                continue  # a product of experts combines the coherent ensemble's members
             t1 = time.time()
-            samples = draw(ms, target, given, method, solver, args.coverage_replicates, args.seed + 7)
-            out.append({**rec(method, name, score(samples)), "sample_seconds": round(time.time() - t1, 1)})
+            samples = draw(ms, target, given, method, solver, args.coverage_replicates, args.seed + 7,
+                           composition, L, args.corrector_snr)
+            out.append({**rec(method, name, score(samples), composition, L),
+                        "sample_seconds": round(time.time() - t1, 1)})
             r = out[-1]
-            print(f"  {member.name:>12} n={n_samples:<6} {method:<8} {name:<10} R2 {r['r2_mean']:.3f} gap "
+            print(f"  {member.name:>12} n={n_samples:<6} {method:<8} {name:<10} {composition:<7} L={L} R2 {r['r2_mean']:.3f} gap "
                   f"{r['gap_closed']:+.2f} ES {r['energy_excess_pct']:+6.1f}% var x{r['variance_ratio']:.2f} "
                   f"cov90 {r['coverage']:.2f}", flush=True)
     return out
@@ -191,6 +202,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
 def check_targets(df: pd.DataFrame) -> list[str]:
     """The issue-11 targets, one line per (law, size, method) that is checked, met or missed."""
     lines = []
+    # tables written before the composition / corrector columns existed: the defaults
+    df = df.assign(**{k: v for k, v in (("composition", "average"), ("corrector", 0)) if k not in df})
     full = df[(df.sampler == "ancestral") & df.method.isin(["multi", "coherent"]) & (df.n_samples >= 3000)]
     for _, r in full.iterrows():
         miss = []
@@ -201,7 +214,7 @@ def check_targets(df: pd.DataFrame) -> list[str]:
         if r.gap_closed < 0.6:
             miss.append(f"gap closed {100 * r.gap_closed:.0f}% (target >= 60%)")
         acc = df[(df.law == r.law) & (df.n_samples == r.n_samples) & (df.method == r.method)
-                 & (df.sampler != "ancestral")]
+                 & (df.composition == r.composition) & (df.corrector == r.corrector) & (df.sampler != "ancestral")]
         acc = acc[acc.sampler.str.split("@").str[1].astype(int) <= 50]
         ok = acc[acc.energy_excess_pct <= (1 + r.energy_excess_pct / 100) * 102 - 100]
         if len(acc) and not len(ok):
@@ -210,6 +223,8 @@ def check_targets(df: pd.DataFrame) -> list[str]:
             miss.append(f"no accelerated sampler within 2% of the ancestral energy score (best {best.sampler}: "
                         f"{rel:+.1f}%)")
         head = f"{r.law} n={r.n_samples} {r.method}"
+        if (r.composition, r.corrector) != ("average", 0):
+            head += f" {r.composition} L={r.corrector}"
         lines.append(f"- {head}: " + ("all targets met" if not miss else "MISSED: " + "; ".join(miss)))
     if not lines:
         lines.append("- no (law, size) with >= 3000 samples in this grid: the targets were not checked")
@@ -231,7 +246,9 @@ def energy_ratios(df: pd.DataFrame) -> list[str]:
             verdict = "better than every baseline" if all(v < 1 for v in rel.values()) else \
                 "worse than " + ", ".join(b for b, v in rel.items() if v >= 1)
             head = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-            lines.append(f"- {head} {r.method} {r.sampler}: " + ", ".join(f"{b} {v:.3f}" for b, v in rel.items())
+            extra = "" if (r.get("composition", "average"), r.get("corrector", 0)) == ("average", 0) else \
+                f" {r.composition} L={r.corrector}"
+            lines.append(f"- {head} {r.method} {r.sampler}{extra}: " + ", ".join(f"{b} {v:.3f}" for b, v in rel.items())
                          + f" ({verdict})")
     return lines
 
@@ -239,7 +256,7 @@ def energy_ratios(df: pd.DataFrame) -> list[str]:
 def write_outputs(df: pd.DataFrame, out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "calibration.csv", index=False)
-    cols = ["law", "n_samples", "method", "sampler", "r2_mean", "gap_closed", "energy_excess_pct", "variance_ratio",
+    cols = ["law", "n_samples", "method", "sampler", "composition", "corrector", "r2_mean", "gap_closed", "energy_excess_pct", "variance_ratio",
             "coverage", "pit_centre_excess"]
     fmt = {"r2_mean": "{:.3f}", "gap_closed": "{:+.2f}", "energy_excess_pct": "{:+.1f}", "variance_ratio": "{:.2f}",
            "coverage": "{:.2f}", "pit_centre_excess": "{:+.2f}"}
@@ -260,7 +277,7 @@ def write_outputs(df: pd.DataFrame, out: Path, command: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    anc = df[df.sampler == "ancestral"]
+    anc = df[(df.sampler == "ancestral") & (df.composition.isin(["average", "-"])) & (df.corrector == 0)]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for (law, method), g in anc.groupby(["law", "method"]):
         g = g.sort_values("n_samples")
@@ -301,6 +318,14 @@ def main(argv=None):
                     help="what the networks predict (ArchConfig.parametrisation): eps (the paper's), v or x0")
     ap.add_argument("--no-prob-baselines", action="store_true",
                     help="skip the probabilistic baselines (gaussian_sample, mice_sample, knn_sample k=10)")
+    ap.add_argument("--compositions", nargs="+", default=["average"], choices=("average", "product"),
+                    help="coherent compositions (SampleOptions.composition), a row each")
+    ap.add_argument("--corrector-steps", type=int, nargs="+", default=[0],
+                    help="Langevin corrector steps per timestep (SampleOptions.corrector_steps), a row each")
+    ap.add_argument("--corrector-snr", type=float, default=0.5)
+    ap.add_argument("--single-cond-dropout", type=float, default=None,
+                    help="TrainConfig.single_cond_dropout (default 0.2 when 'product' is asked for, else 0)")
+    ap.add_argument("--samplers", nargs="+", default=None, help="keep only these sampler names (default all)")
     ap.add_argument("--max-rows", type=int, default=None, help="complete test rows scored")
     ap.add_argument("--replicates", type=int, default=10)
     ap.add_argument("--coverage-replicates", type=int, default=None, help=">= 50 for 90%% coverage")
@@ -317,6 +342,10 @@ def main(argv=None):
     if args.coverage_replicates < max(args.replicates, 2):
         ap.error("--coverage-replicates must be >= --replicates")
     solvers = samplers([k for k in args.steps if k <= args.timesteps])
+    if args.samplers:
+        solvers = {k: v for k, v in solvers.items() if k in args.samplers}
+    if args.single_cond_dropout is None:
+        args.single_cond_dropout = 0.2 if "product" in args.compositions else 0.0
     command = "python experiments/calibration.py " + " ".join(sys.argv[1:] if argv is None else argv)
     records = []
     for law_name in args.laws:

@@ -44,8 +44,10 @@ TINY = {"arch": {"hidden": 16, "n_layers": 3, "time_dim": 8, "cond_embed_dim": 8
 
 
 def env(devices: int = 1) -> dict:
+    from conftest import compilation_cache_env
+
     return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **compilation_cache_env())
 
 
 def one_line_error(capsys, *needles) -> str:

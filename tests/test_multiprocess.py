@@ -82,14 +82,19 @@ def _multiprocess_jax_works(tmp) -> str | None:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    why = _multiprocess_jax_works(tmp_path_factory.mktemp("preflight"))
     d = tmp_path_factory.mktemp("multiprocess")
-    if why:
-        pytest.skip(why)
     write_cohort(synthetic_tcga(n_samples=400, seed=3, dim=4), d / "cohort")
     (d / "tiny.json").write_text(json.dumps(TINY))
     train = ["train", "cohort", "--config", "tiny.json", "--distributed", "--quiet"]
-    outs = run_processes(train + ["--out", "two_procs"], n_proc=2, devices_per_proc=2, cwd=d)
+    try:
+        outs = run_processes(train + ["--out", "two_procs"], n_proc=2, devices_per_proc=2, cwd=d)
+    except (AssertionError, subprocess.TimeoutExpired):
+        # skip if the machine cannot run two jax.distributed processes at all (checked only on a
+        # failure: it costs two more jax start-ups); else the failure is cgjax's
+        why = _multiprocess_jax_works(tmp_path_factory.mktemp("preflight"))
+        if why:
+            pytest.skip(why)
+        raise
     run_processes(train + ["--out", "one_proc"], n_proc=1, devices_per_proc=4, cwd=d)
     return d, outs
 

@@ -69,7 +69,8 @@ def sample_options_from_args(args):
                                 max_attempts=args.max_attempts)
     return SampleOptions(method=args.method, weighting=args.weighting, rejection=rejection,
                          solver=solver_from_args(args), replicates=args.replicates, seed=args.seed,
-                         max_batch=args.max_batch)
+                         max_batch=args.max_batch, composition=args.composition,
+                         corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr)
 
 
 def cmd_train(args) -> int:
@@ -312,6 +313,13 @@ def add_parser(sub) -> None:
     p.add_argument("--max-attempts", type=int, default=10,
                    help="trajectories tried per row before keeping the least incoherent one")
     p.add_argument("--no-rejection", action="store_true", help="accept every trajectory (no coherence test)")
+    p.add_argument("--composition", default="average", choices=("average", "product"),
+                   help="how coherent members combine: weighted average of their noise (paper) or product of "
+                        "experts (needs models trained with single_cond_dropout > 0)")
+    p.add_argument("--corrector-steps", type=int, default=0,
+                   help="Langevin corrector steps at each timestep before the solver step (default 0: none)")
+    p.add_argument("--corrector-snr", type=float, default=0.5,
+                   help="signal-to-noise ratio r of the corrector's step 2 alpha_t (r sigma_t)^2, in (0, 1)")
     p.add_argument("--max-batch", type=int, help="samples per compiled call (default: from the device's memory)")
     p.add_argument("--distributed", action="store_true",
                    help="start jax.distributed (automatic under srun); each process imputes its block of rows")

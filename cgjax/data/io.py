@@ -32,7 +32,7 @@ import pandas as pd
 
 from cgjax.data.cohort import (CLINICAL_COLUMNS, Cohort, check_clinical_values, from_arrays,
                                normalise_clinical)
-from cgjax._atomic import make_directory
+from cgjax._atomic import atomic_file, make_directory
 from cgjax.errors import CohortError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
@@ -415,12 +415,11 @@ def _write_directory(cohort: Cohort, directory: Path, fmt: str, overwrite: bool)
 
 
 def _write_table(df: pd.DataFrame, f: Path, fmt: str, float_format: str | None) -> None:
-    tmp = f.with_name(f".{f.name}.tmp")  # write then rename: a crash never leaves a half table
-    if fmt == "parquet":
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, sep="\t" if fmt == "tsv" else ",", index=False, float_format=float_format)
-    os.replace(tmp, f)
+    with atomic_file(f) as tmp:  # write then rename: a crash never leaves a half table
+        if fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, sep="\t" if fmt == "tsv" else ",", index=False, float_format=float_format)
 
 
 def _write_h5mu(cohort: Cohort, f: Path, overwrite: bool) -> Path:
@@ -448,10 +447,8 @@ def _write_h5mu(cohort: Cohort, f: Path, overwrite: bool) -> Path:
             if col.dtype == object:  # str with None: store as categorical (h5 cannot hold mixed objects)
                 col = pd.Categorical(col.where(col.notna(), None))
             mdata.obs[c] = col
-        make_directory(f.parent)
-        tmp = f.with_name(f".{f.name}.tmp.h5mu")
-        mdata.write(tmp)
-    os.replace(tmp, f)
+        with atomic_file(f, suffix=".h5mu") as tmp:  # mudata picks the format from the suffix
+            mdata.write(tmp)
     return f
 
 

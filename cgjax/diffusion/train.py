@@ -18,7 +18,10 @@ ceil(n_valid / batch_size) steps of the median model.
 
 Multi-condition models (docs/reference.md 3.4) see each row with its present conditions, and with
 probability ``cond_dropout`` a uniformly random subset of them (the empty one included), so that at
-inference they handle any subset. Masks stay aligned with their rows: we do not reproduce the
+inference they handle any subset. Single-condition models see their condition always, unless
+``single_cond_dropout`` > 0: then each row's condition is masked with that probability, which gives
+the model an unconditional mode (its output with the mask at 0), needed by the product-of-experts
+composition (:mod:`cgjax.sampling.composition`). Masks stay aligned with their rows: we do not reproduce the
 reference's misalignment bug (docs/reference.md 6.4).
 """
 
@@ -51,6 +54,7 @@ class TrainConfig:
     val_replicates: int = 5  # samples per validation row (reference: val tiled x5)
     select_by: str = "mse"  # "mse" (reference) or "energy" (energy score, a proper scoring rule)
     cond_dropout: float = 0.5  # multi models: probability of training on a random subset of conditions
+    single_cond_dropout: float = 0.0  # single models: probability of masking the condition (0: never, the paper)
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights and select/sample with it
     seed: int = 0
 
@@ -72,6 +76,8 @@ class TrainConfig:
         need(self.select_by != "energy" or self.val_replicates >= 2, "val_replicates",
              ">= 2 with select_by='energy' (the energy score compares samples)")
         need(is_real(self.cond_dropout) and 0 <= self.cond_dropout <= 1, "cond_dropout", "in [0, 1]")
+        need(is_real(self.single_cond_dropout) and 0 <= self.single_cond_dropout < 1, "single_cond_dropout",
+             "in [0, 1)")
         need(is_real(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
 
     def to_dict(self) -> dict:
@@ -126,10 +132,12 @@ def _split_step_key(key):
     return (k_idx, k_drop, k_sub), k_loss
 
 
-def draw_minibatch(keys, x0, conds, present, valid, size: int, *, multi: bool, cond_dropout: float):
+def draw_minibatch(keys, x0, conds, present, valid, size: int, *, multi: bool, cond_dropout: float,
+                   single_cond_dropout: float = 0.0):
     """One model's training minibatch: ``size`` rows drawn with replacement, uniformly over its
     valid rows, with condition dropout for a multi model (with prob. ``cond_dropout`` a uniformly
-    random subset of the present conditions). Returns (x0 f32[B, F], conds f32[B, K, C], masks
+    random subset of the present conditions) and, for a single model, its condition masked with
+    prob. ``single_cond_dropout``. Returns (x0 f32[B, F], conds f32[B, K, C], masks
     f32[B, K]); a masked condition is also zeroed (docs/reference.md 3.4)."""
     k_idx, k_drop, k_sub = keys
     p = valid.astype(jnp.float32)
@@ -139,6 +147,8 @@ def draw_minibatch(keys, x0, conds, present, valid, size: int, *, multi: bool, c
         drop_row = jax.random.bernoulli(k_drop, cond_dropout, (size, 1))
         subset = jax.random.bernoulli(k_sub, 0.5, keep.shape)
         keep = keep & (~drop_row | subset)
+    elif single_cond_dropout > 0:  # a Python branch: no extra draw (same minibatches) at 0
+        keep = keep & ~jax.random.bernoulli(k_drop, single_cond_dropout, (size, 1))
     masks = keep.astype(jnp.float32)
     return x0[idx], conds[idx] * masks[..., None], masks
 
@@ -166,7 +176,8 @@ def make_inference_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: T
     def member(params, batch_stats, x0, conds, present, valid, key):
         k_draw, k_loss = _split_step_key(key)
         x0_b, c, masks = draw_minibatch(k_draw, x0, conds, present, valid, rows, multi=multi,
-                                        cond_dropout=tcfg.cond_dropout)
+                                        cond_dropout=tcfg.cond_dropout,
+                                        single_cond_dropout=tcfg.single_cond_dropout)
         k_t, k_eps = jax.random.split(k_loss)
         t = jax.random.randint(k_t, (rows,), 0, schedule.timesteps)
         x_t = q_sample(schedule, x0_b, t, jax.random.normal(k_eps, x0_b.shape, jnp.float32))
@@ -219,7 +230,8 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
     def member_step(params, batch_stats, opt_state, x0, conds, present, valid, key):
         k_draw, k_loss = _split_step_key(key)
         x0_b, c, masks = draw_minibatch(k_draw, x0, conds, present, valid, B, multi=multi,
-                                        cond_dropout=tcfg.cond_dropout)
+                                        cond_dropout=tcfg.cond_dropout,
+                                        single_cond_dropout=tcfg.single_cond_dropout)
         (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, batch_stats, split(x0_b), split(c), split(masks), k_loss)
         updates, opt_state = optimizer.update(grads, opt_state, params)

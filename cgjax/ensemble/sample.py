@@ -30,10 +30,12 @@ from cgjax.sampling.weights import best_available, ensemble_weights
 
 
 @functools.lru_cache(maxsize=None)
-def _ensemble_sampler(dcfg, schedule_cfg, rejection, return_distance, solver):
+def _ensemble_sampler(dcfg, schedule_cfg, rejection, return_distance, solver, composition="average",
+                      corrector_steps=0, corrector_snr=0.5):
     schedule = make_schedule(schedule_cfg)
     return make_sampler(make_model(dcfg, schedule.timesteps), schedule, rejection=rejection,
-                        return_distance=return_distance, solver=solver)
+                        return_distance=return_distance, solver=solver, composition=composition,
+                        corrector_steps=corrector_steps, corrector_snr=corrector_snr)
 
 
 @dataclasses.dataclass
@@ -97,6 +99,12 @@ def _target_inputs(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], o
             weights = best_available(scores, avail, names=names)
         else:
             weights = ensemble_weights(scores, weighting, avail, names=names)
+        if options.composition == "product" and not ms.train_cfg.single_cond_dropout > 0:
+            # a single model trained with its condition always present has no unconditional mode:
+            # its masked output is not eps_u, and the product would be silently wrong
+            raise CgjaxError(f"--composition product needs each model's unconditional prediction, which "
+                             f"'{names[0]}' lacks (trained with single_cond_dropout = 0): retrain with "
+                             "single_cond_dropout > 0 in the [train] section of --config")
     return group, members, conds.astype(np.float32), masks.astype(np.float32), weights.astype(np.float32), N
 
 
@@ -146,7 +154,8 @@ def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray
     key = jax.random.PRNGKey(options.seed) if key is None else key
     params, stats = group.member(members)
     sampler = _ensemble_sampler(group.dcfg, ms.schedule_cfg, rejection if method == "coherent" else
-                                dataclasses.replace(rejection, enabled=False), return_distance, solver)
+                                dataclasses.replace(rejection, enabled=False), return_distance, solver,
+                                options.composition, options.corrector_steps, options.corrector_snr)
     n_dev = 1 if mesh is None else mesh.size
     max_batch = options.max_batch
     if max_batch is None:

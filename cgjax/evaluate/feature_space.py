@@ -29,7 +29,7 @@ import pandas as pd
 
 from cgjax.scoring import metrics
 
-__all__ = ["feature_space_study", "per_feature_r2"]
+__all__ = ["bootstrap_pooled_r2", "feature_space_study", "per_feature_r2", "r2_of_mean_unlimited"]
 
 
 def per_feature_r2(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
@@ -39,6 +39,45 @@ def per_feature_r2(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
     ss_res = ((x - x_hat) ** 2).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.nan)
+
+
+def r2_of_mean_unlimited(z: np.ndarray, zh: np.ndarray) -> float:
+    """Pooled R² that the mean of infinitely many draws would reach, estimated from R >= 2 draws.
+
+    z f[N, D] truth, zh f[R, N, D] draws. The mean of R draws misses the sampler's own mean m by
+    Monte-Carlo noise: E Σ(mean_R − z)² = Σ(m − z)² + Σ s² / R with s² the draws' variance per
+    cell, so Σ(mean_R − z)² − Σ s²_unbiased / R is an unbiased estimate of Σ(m − z)². Tells
+    whether more replicates could close a gap (the difference to the R-draw R² of the mean).
+    """
+    z, zh = np.asarray(z, np.float64), np.asarray(zh, np.float64)
+    if zh.ndim != 3 or zh.shape[0] < 2 or zh.shape[1:] != z.shape:
+        raise ValueError(f"r2_of_mean_unlimited: draws of shape {zh.shape} for truth {z.shape}; need [R >= 2, N, D]")
+    r = zh.shape[0]
+    ss_res = ((zh.mean(axis=0) - z) ** 2).sum() - zh.var(axis=0, ddof=1).sum() / r
+    return float(1.0 - ss_res / ((z - z.mean()) ** 2).sum())
+
+
+def bootstrap_pooled_r2(z: np.ndarray, preds: Mapping[str, np.ndarray], *, pairs: Sequence[tuple[str, str]] = (),
+                        n_boot: int = 1000, seed: int = 0, quantiles=(0.05, 0.95)) -> dict[str, tuple[float, float]]:
+    """Bootstrap over rows (test patients) of the pooled R² of point predictions f[N, D].
+
+    Every method is scored on the same resampled rows, so for each (a, b) in ``pairs`` the interval
+    of the paired difference R²(a) − R²(b) is returned too, under the key ``"a - b"``. Returns
+    name -> (low, high) quantiles; resamples whose truth is constant are skipped.
+    """
+    z = np.asarray(z, np.float64)
+    preds = {k: np.asarray(p, np.float64) for k, p in preds.items()}
+    rng = np.random.default_rng(seed)
+    draws = {k: [] for k in preds}
+    for _ in range(n_boot):
+        idx = rng.integers(0, z.shape[0], z.shape[0])
+        if np.allclose(z[idx], z[idx].mean()):
+            continue
+        for k, p in preds.items():
+            draws[k].append(float(metrics.r2_pooled(z[idx], p[idx])))
+    for a, b in pairs:
+        draws[f"{a} - {b}"] = list(np.asarray(draws[a]) - np.asarray(draws[b]))
+    return {k: (float(np.quantile(v, quantiles[0])), float(np.quantile(v, quantiles[1]))) for k, v in draws.items()}
 
 
 def _rows(fc, ids: Sequence[str], names: Sequence[str]) -> np.ndarray:
@@ -57,7 +96,7 @@ def _take(fc, m: str, ids: Sequence[str]) -> np.ndarray:
 
 def feature_space_study(samples: Mapping[str, Mapping[str, np.ndarray]], scalers: Mapping, embedding, fc,
                         train_ids: Sequence[str], test_ids: Sequence[str],
-                        modalities: Sequence[str]) -> dict[str, pd.DataFrame]:
+                        modalities: Sequence[str], *, keep_predictions: bool = False) -> dict:
     """Score decoded draws and feature-space baselines per target (every other modality given).
 
     samples: target -> method -> f[R, N_test, d] standardised latents of the test rows (the
@@ -68,11 +107,12 @@ def feature_space_study(samples: Mapping[str, Mapping[str, np.ndarray]], scalers
       ``samples``).
     Returns {"summary": DataFrame (target, method, r2_draw, r2_of_mean, r2_feature_mean, n_test,
       n_features), "per_feature": DataFrame (target, feature, method, r2)}; methods: the samplers,
-      ridge, train mean, ceiling.
+      ridge, train mean, ceiling. With ``keep_predictions`` also "predictions": target ->
+      {"truth": f[N, D], method: f[R, N, D]}, both standardised by the train features' mean and std.
     """
     from sklearn.linear_model import RidgeCV
 
-    summary, per_feat = [], []
+    summary, per_feat, kept = [], [], {}
     test_ids = np.asarray(test_ids).astype(str)
     for t in modalities:
         if t not in samples or t not in embedding or t not in fc.data:
@@ -101,6 +141,8 @@ def feature_space_study(samples: Mapping[str, Mapping[str, np.ndarray]], scalers
         preds["train mean"] = np.broadcast_to(mu, x_true.shape)[None]
         preds["ceiling"] = e.decode(e.encode(x_true.astype(np.float32)))[None]
         names = list(e.feature_names)
+        if keep_predictions:
+            kept[t] = {"truth": z, **{k: (np.asarray(v, np.float64) - mu) / sd for k, v in preds.items()}}
         for method, x_hat in preds.items():
             zh = (np.asarray(x_hat, np.float64) - mu) / sd
             r2_draw = np.atleast_1d(metrics.r2_pooled(z, zh))
@@ -110,4 +152,7 @@ def feature_space_study(samples: Mapping[str, Mapping[str, np.ndarray]], scalers
                             "r2_feature_mean": float(np.nanmean(pf)), "n_test": int(ok_test.sum()),
                             "n_features": len(names)})
             per_feat += [{"target": t, "feature": f, "method": method, "r2": float(v)} for f, v in zip(names, pf)]
-    return {"summary": pd.DataFrame(summary), "per_feature": pd.DataFrame(per_feat)}
+    out = {"summary": pd.DataFrame(summary), "per_feature": pd.DataFrame(per_feat)}
+    if keep_predictions:
+        out["predictions"] = kept
+    return out

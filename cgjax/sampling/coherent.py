@@ -55,6 +55,7 @@ from cgjax.diffusion.parametrisation import to_eps
 from cgjax.diffusion.schedule import Schedule
 from cgjax.errors import ConfigError
 from cgjax.sampling.algebra import Model
+from cgjax.sampling import composition as comp
 from cgjax.sampling.solvers import SolverConfig, make_solver
 
 __all__ = ["Model", "RejectionConfig", "SampleResult", "SolverConfig", "make_sampler", "pairwise_cosine_distance",
@@ -136,7 +137,8 @@ def retry_sizes(n: int) -> tuple[int, ...]:
 
 
 def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig = RejectionConfig(),
-                 return_distance: bool = False, solver: SolverConfig = SolverConfig()):
+                 return_distance: bool = False, solver: SolverConfig = SolverConfig(),
+                 composition: str = "average", corrector_steps: int = 0, corrector_snr: float = 0.5):
     """Build the jitted ensemble sampler of ``model`` (:class:`cgjax.sampling.algebra.Model`; for a
     trained network, :func:`cgjax.sampling.algebra.make_model`).
 
@@ -151,12 +153,54 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
     (eps, v or x_0) and converted to eps here, once per step
     (:func:`cgjax.diffusion.parametrisation.to_eps`), before the consensus, the coherence test and the
     solver, which all work on eps.
+
+    ``composition`` (``average``, the paper's, or ``product``) and ``corrector_steps`` /
+    ``corrector_snr`` (Langevin steps at each visited level before the solver step) are described in
+    :mod:`cgjax.sampling.composition`. ``product`` runs the members a second time per evaluation with
+    every condition masked (their unconditional predictions). The coherence distance d is always
+    measured on the members' conditional eps at the solver's evaluation, as without these options.
     """
+    if composition not in comp.COMPOSITIONS:
+        raise ConfigError(f"--composition must be one of {comp.COMPOSITIONS}, got {composition!r}")
+    if not (is_int(corrector_steps) and corrector_steps >= 0):
+        raise ConfigError(f"--corrector-steps must be an integer >= 0, got {corrector_steps!r}")
+    if not (is_real(corrector_snr) and 0 < corrector_snr < 1):
+        raise ConfigError(f"--corrector-snr must be in (0, 1), got {corrector_snr!r}")
     sol = make_solver(schedule, solver)
     K = len(sol.timesteps)
     T = schedule.timesteps
     F = model.x_dim
     timesteps = jnp.asarray(sol.timesteps, jnp.int32)
+
+    def prepare(params, batch_stats, conds, masks):
+        """The prepared model, and for ``product`` the same members with every condition masked."""
+        prepared = model.prepare(params, batch_stats, conds, masks)
+        if composition != "product":
+            return prepared, None
+        return prepared, model.prepare(params, batch_stats, jnp.zeros_like(conds), jnp.zeros_like(masks))
+
+    def member_eps(prepared, x_t, t):
+        # the members' outputs as noise predictions (identity for the paper's eps-prediction)
+        return to_eps(model.parametrisation, model.eps(prepared, x_t, t), x_t[None], schedule.alpha_bars[t])
+
+    def composed(both, weights, x_t, t):
+        """(the composed eps f32[N, F], the members' conditional eps f32[M, N, F]) at (x_t, t)."""
+        eps_all = member_eps(both[0], x_t, t)  # [M, N, F]
+        if composition == "product":
+            return comp.product(eps_all, member_eps(both[1], x_t, t), weights), eps_all
+        # the consensus (docs/reference.md 4.2) as an elementwise weighted sum over the few members
+        return comp.average(eps_all, weights), eps_all
+
+    def correct(both, key, weights, row_ids, x_t, t):
+        """``corrector_steps`` Langevin steps at level t, each with its own noise per row."""
+        ckey = jax.random.fold_in(key, comp.CORRECTOR_NOISE_TAG)
+
+        def one(j, x):
+            z = row_noise(jax.random.fold_in(ckey, j), row_ids, t, F)
+            return comp.langevin_step(x, composed(both, weights, x, t)[0], z, schedule.alphas[t],
+                                      schedule.alpha_bars[t], corrector_snr)
+
+        return jax.lax.fori_loop(0, corrector_steps, one, x_t)
 
     def trajectory(prepared, key, weights, row_ids):
         """One full reverse process for every row. Returns x0, incoherent-step count, distances."""
@@ -167,11 +211,9 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
         def step(carry, inputs):
             x_t, aux, n_bad = carry
             t, xs_k = inputs
-            # the members' outputs as noise predictions (identity for the paper's eps-prediction)
-            out = model.eps(prepared, x_t, t)  # [M, N, F]
-            eps_all = to_eps(model.parametrisation, out, x_t[None], schedule.alpha_bars[t])
-            # the consensus (docs/reference.md 4.2) as an elementwise weighted sum over the few members
-            eps_bar = jnp.sum(eps_all * weights.T[:, :, None], axis=0)
+            if corrector_steps:
+                x_t = correct(prepared, key, weights, row_ids, x_t, t)
+            eps_bar, eps_all = composed(prepared, weights, x_t, t)
             d = pairwise_cosine_distance(eps_all, weights)
             n_bad = n_bad + ((d > rejection.cos_threshold) & has_pair).astype(jnp.int32)
             z = row_noise(key, row_ids, t, F) if sol.stochastic else None
@@ -185,7 +227,7 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
     def sample(params, batch_stats, key, conds, masks, weights, row_ids):
         N = conds.shape[0]
         # once per call: folding, time tables, condition projections of every row
-        prepared = model.prepare(params, batch_stats, conds, masks)
+        prepared = prepare(params, batch_stats, conds, masks)
         x0, n_bad, dist = trajectory(prepared, jax.random.fold_in(key, 0), weights, row_ids)
         frac = n_bad.astype(jnp.float32) / K  # over the K steps taken
         if not rejection.enabled:
@@ -205,7 +247,7 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
                     if size == N:  # everything pending: no gather, reuse the prepared model
                         return trajectory(prepared, akey, weights, row_ids)
                     idx = order[:size]
-                    sub = model.prepare(params, batch_stats, conds[idx], masks[idx])
+                    sub = prepare(params, batch_stats, conds[idx], masks[idx])
                     x, nb, d = trajectory(sub, akey, weights[idx], row_ids[idx])
                     scatter = lambda a: jnp.zeros((N,) + a.shape[1:], a.dtype).at[idx].set(a)
                     return scatter(x), scatter(nb), (None if d is None else scatter(d))
