@@ -130,6 +130,19 @@ def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
     return path
 
 
+def write_preset(path, preset: dict) -> None:
+    """Record how ``cgjax train`` chose the configuration (``{"name": ..., "overridden_by": [...]}``)
+    under the key ``preset`` of the checkpoint's metadata, atomically (the models are not rewritten;
+    the configs themselves are in ``arch`` / ``schedule`` / ``train``). Process 0 alone writes."""
+    path = Path(path)
+    meta = read_meta(path)
+    meta["preset"] = preset
+    if is_primary():
+        with atomic_file(path / META_FILE) as tmp:
+            write_json_synced(tmp, meta, indent=1, default=float)
+    sync(f"cgjax-checkpoint-preset-{path.absolute()}")
+
+
 def write_calibration(path, result: dict) -> None:
     """Store a calibration check (:func:`cgjax.calibration_check.check_model_set`) under the key
     ``calibration`` of the checkpoint's metadata, atomically (the models are not rewritten); read it

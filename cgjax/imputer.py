@@ -34,20 +34,9 @@ from cgjax.complete import Completion, impute_complete, to_mudata
 from cgjax.data import Cohort, from_arrays, read_mudata
 from cgjax.errors import CgjaxError, CohortError
 from cgjax.diffusion.configs import build_configs
-from cgjax.presets import QUICK_ARCH, QUICK_SCHEDULE, QUICK_TRAIN
+from cgjax.presets import PRESETS
 from cgjax.sampling.options import SampleOptions
 from cgjax.sampling.solvers import SolverConfig
-
-# Model sizes by name. "paper": the paper's norm_mlp (hidden 512, 5 layers, T = 1000, 1000 epochs);
-# "quick": the quickstart's (minutes on a CPU for 10,000 samples); "tiny": seconds, for tests and
-# trying the API (not for real use).
-PRESETS = {
-    "paper": {},
-    "quick": {"arch": QUICK_ARCH, "schedule": QUICK_SCHEDULE, "train": QUICK_TRAIN},
-    "tiny": {"arch": dict(hidden=16, n_layers=2, time_dim=8, cond_embed_dim=8), "schedule": dict(timesteps=25),
-             "train": dict(epochs=40, eval_every=40, batch_size=16, steps_per_call=50, learning_rate=3e-3,
-                        val_replicates=1)},
-}
 
 
 class Imputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -60,7 +49,7 @@ class Imputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         its own (sklearn's per-cell imputation). Ignored for dicts of DataFrames, MuData and cohorts.
       method: "coherent" (the paper), "multi" or "single" (:func:`cgjax.pipeline.impute`).
       sampler, steps, eta: the reverse process (:class:`cgjax.sampling.coherent.SolverConfig`).
-      preset: model sizes, a key of :data:`PRESETS`; ``epochs`` and ``timesteps`` override it.
+      preset: model sizes, a key of :data:`cgjax.presets.PRESETS`; ``epochs`` and ``timesteps`` override it.
       replicates: draws per missing block in ``transform``; ``fill``: "mean" (their mean) or the
         replicate number to return.
       validation_fraction: the complete samples held out to select each model's best parameters.

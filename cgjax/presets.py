@@ -1,6 +1,13 @@
-"""Model-size presets (plain dicts: no import cost, so the CLI can show them in its help), used by
-the CLI and :class:`cgjax.Imputer`; :func:`cgjax.diffusion.configs.build_configs` turns them into
-configs."""
+"""Model-size presets (plain dicts: no import cost, so the CLI can show them in its help), the one
+source of the sizes ``cgjax train --preset``, ``cgjax quickstart`` and :class:`cgjax.Imputer` use;
+:func:`cgjax.diffusion.configs.build_configs` turns them into configs."""
+
+# The paper's norm_mlp and training (hidden 512, 5 layers, T = 1000, 1000 epochs of batch 128 at a
+# constant 1e-3): the defaults of ArchConfig / ScheduleConfig / TrainConfig, spelled out so that the
+# CLI can show them without importing JAX (tests/test_presets.py checks that they are the defaults).
+PAPER_ARCH = dict(hidden=512, n_layers=5, time_dim=128, cond_embed_dim=32)
+PAPER_SCHEDULE = dict(timesteps=1000)
+PAPER_TRAIN = dict(epochs=1000, eval_every=100, batch_size=128, learning_rate=1e-3, lr_schedule="constant")
 
 # The quickstart's models: small enough to train in a few minutes on 2 CPU cores.
 # Measured on the synthetic cohort (see README): with fewer samples the finite-sample error of any
@@ -16,3 +23,22 @@ QUICK_SAMPLES = 10000
 # timestep is the ancestral sampler with the posterior variance beta_tilde_t instead; measured on the
 # quickstart models it brings the output variance to the oracle's (experiments/RESULTS.md).
 QUICK_SOLVER_ARGS = ("ddim", None, 1.0)
+
+TINY_ARCH = dict(hidden=16, n_layers=2, time_dim=8, cond_embed_dim=8)
+TINY_SCHEDULE = dict(timesteps=25)
+TINY_TRAIN = dict(epochs=40, eval_every=40, batch_size=16, steps_per_call=50, learning_rate=3e-3, val_replicates=1)
+
+# Model sizes by name (sections arch / schedule / train over the config classes' defaults).
+# "paper": the paper's; "quick": the quickstart's (minutes on 2 CPU cores for 10,000 samples);
+# "tiny": seconds, for tests and trying the API (not for real use).
+PRESETS = {
+    "paper": {"arch": PAPER_ARCH, "schedule": PAPER_SCHEDULE, "train": PAPER_TRAIN},
+    "quick": {"arch": QUICK_ARCH, "schedule": QUICK_SCHEDULE, "train": QUICK_TRAIN},
+    "tiny": {"arch": TINY_ARCH, "schedule": TINY_SCHEDULE, "train": TINY_TRAIN},
+}
+
+
+def describe(name: str) -> str:
+    """One line of a preset's values, e.g. for ``--help``: ``hidden=256, n_layers=3, ...``."""
+    return ", ".join(f"{k}={v}" for section in ("arch", "schedule", "train")
+                     for k, v in PRESETS[name].get(section, {}).items())

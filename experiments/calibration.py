@@ -19,17 +19,27 @@ Each sampler draws ``--coverage-replicates`` (>= 50) replicates per row; the fir
   replicates; pit_deviation / pit_centre_excess: rank histogram of the truth among all replicates
   (> 0 centre excess = over-dispersed).
 
-Next to them: KNN (k = 10) and IterativeImputer (BayesianRidge) point predictions, and exact posterior
-draws (the ideal sampler, same R). Writes ``calibration.csv``, ``calibration.md`` (the table and
-the issue-11 targets, met or missed, with numbers) and ``calibration.png`` (calibration against
-cohort size) to ``--out``.
+Next to them: KNN (k = 10) and IterativeImputer (BayesianRidge) point predictions, exact posterior
+draws (the ideal sampler, same R), and the probabilistic baselines of
+:mod:`cgjax.evaluate.probabilistic` (``gaussian_sample``, ``mice_sample``, ``knn_sample`` with k = 10;
+fitted on the train split's complete rows; scored exactly like the samplers), with the energy score
+of multi / coherent over each of theirs in ``calibration.md`` (issue 14). Writes ``calibration.csv``,
+``calibration.md`` (the table, the issue-11 targets, met or missed, with numbers, and the energy
+ratios) and ``calibration.png`` (calibration against cohort size) to ``--out``.
 
 Targets (issue 11), checked on laws with >= 3000 samples for multi and coherent with the ancestral
 sampler: variance ratio in [0.8, 1.25], energy excess <= 5%, gap closed >= 60%; and an accelerated
 sampler with <= 50 network evaluations within 2% of the ancestral energy score.
 
+``--model-preset quick`` trains with a library preset (``cgjax train --preset quick``: its sizes,
+epochs, batch and T) instead of the grid's ``--hidden`` / ``--n-layers`` / ``--timesteps`` /
+``--train-steps``. Note that ``--train-steps`` counts epochs of the whole train split (epochs =
+steps x 256 / train rows) while an epoch is ceil(n_valid / batch) steps of a group's median model,
+so with missing modalities the models take fewer optimiser steps than ``--train-steps``.
+
 Usage:
   python experiments/calibration.py --quick --out /tmp/calibration      # ~50 min on 2 CPU cores at load 15
+  python experiments/calibration.py --model-preset quick --laws issue11 noisy_small --sizes 3000 --steps 20
   python experiments/calibration.py --laws issue11 two_wide five_narrow large 0 1 2 \\
       --sizes 500 3000 30000 --train-steps 6000 --timesteps 1000 --steps 10 20 50 --out results/calibration
 """
@@ -37,6 +47,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import sys
 import time
@@ -51,15 +62,25 @@ from cgjax.datasets import zoo
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.diffusion.denoiser import ArchConfig
+from cgjax.diffusion.configs import build_configs
+from cgjax.presets import PRESETS
 from cgjax.diffusion.parametrisation import PARAMETRISATIONS
 from cgjax.ensemble import sample_target
 from cgjax.scoring import calibration as cal
 from cgjax.evaluate.baselines import iterative_impute, knn_impute
+from cgjax.evaluate.probabilistic import gaussian_conditional_sample, knn_sample, mice_sample
 from cgjax.scoring.metrics import r2_pooled
 from cgjax.sampling.options import SampleOptions
 from cgjax.sampling.solvers import SolverConfig
 
 METHODS = ("single", "multi", "coherent")
+# Probabilistic baselines (cgjax.evaluate.probabilistic; fitted on the train split, like the point
+# baselines): name -> f(train, test, given, target, replicates, seed) -> f32[R, N, D].
+PROB_BASELINES = {
+    "gaussian_sample": lambda tr, te, g, t, r, s: gaussian_conditional_sample(tr, te, g, t, replicates=r, seed=s),
+    "mice_sample": lambda tr, te, g, t, r, s: mice_sample(tr, te, g, t, replicates=r, seed=s),
+    "knn_sample": lambda tr, te, g, t, r, s: knn_sample(tr, te, g, t, replicates=r, seed=s, k=10),
+}
 QUICK = dict(laws=("issue11", "two_wide"), sizes=(1000, 3000), methods=METHODS, steps=(10,), timesteps=100,
              train_steps=1500, hidden=128, n_layers=3, max_rows=150, coverage_replicates=50)
 FULL = dict(laws=tuple(zoo.ZOO), sizes=(500, 3000, 30000), methods=METHODS, steps=(10, 20, 50), timesteps=1000,
@@ -95,13 +116,20 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     split = split_cohort(cohort, seed=42)  # the split pipeline.train uses (its default split_seed)
     test_c, train_c = split.split("test"), split.split("train")
     # The same number of optimiser steps at every cohort size (epochs of the whole train split).
-    epochs = args.epochs or max(1, -(-args.train_steps * TRAIN["batch_size"] // train_c.n_samples))
-    train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed,
-                               "select_by": args.select_by, "ema_decay": args.ema_decay,
-                               "single_cond_dropout": args.single_cond_dropout})
-    arch = ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32, parametrisation=args.parametrisation)
-    ms = pipeline.train(cohort, None, arch=arch,
-                        schedule_cfg=ScheduleConfig(timesteps=args.timesteps), train_cfg=train_cfg, progress=False)
+    if args.model_preset:  # the library's preset (cgjax train --preset): its sizes, epochs and schedule
+        arch, sched, train_cfg = build_configs({}, args.epochs, None, PRESETS[args.model_preset])
+        train_cfg = dataclasses.replace(train_cfg, seed=args.seed, select_by=args.select_by, ema_decay=args.ema_decay,
+                                        single_cond_dropout=args.single_cond_dropout)
+        arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
+        epochs = train_cfg.epochs
+    else:
+        epochs = args.epochs or max(1, -(-args.train_steps * TRAIN["batch_size"] // train_c.n_samples))
+        train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed,
+                                   "select_by": args.select_by, "ema_decay": args.ema_decay,
+                                   "single_cond_dropout": args.single_cond_dropout})
+        arch = ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32, parametrisation=args.parametrisation)
+        sched = ScheduleConfig(timesteps=args.timesteps)
+    ms = pipeline.train(cohort, None, arch=arch, schedule_cfg=sched, train_cfg=train_cfg, progress=False)
     t_train = time.time() - t0
     test = pipeline.scaled_inputs(ms, test_c)
     rows = slice(0, min(args.max_rows, test_c.n_samples))
@@ -121,7 +149,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     knn = knn_impute(train, given, given_names, target, k=10)
     mice = iterative_impute(train, given, given_names, target)
 
-    base = dict(law=member.name, n_samples=n_samples, parametrisation=args.parametrisation, target=target,
+    base = dict(law=member.name, n_samples=n_samples, parametrisation=args.parametrisation,
+                preset=args.model_preset or f"grid {args.train_steps or '-'} steps", target=target,
                 dims=member.describe()["dims"],
                 n_rows=len(y), epochs=epochs, train_seconds=round(t_train, 1))
     na = dict.fromkeys(("variance_ratio", "energy_excess_pct", "energy_excess_se_pct", "coverage", "pit_deviation",
@@ -141,6 +170,18 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
 
     out.append(rec("exact", "posterior", score(np.concatenate([exact, (cond.sample(args.seed + 3, args.coverage_replicates
                                                                                    - args.replicates) - mu) / sd]))))
+    if not args.no_prob_baselines:
+        # Fitted on the complete training rows (mice_sample then shares one fit across replicates).
+        complete = np.all([~np.isnan(train[m]).all(axis=1) for m in [*given_names, target]], axis=0)
+        train_cc = {m: train[m][complete] for m in [*given_names, target]}
+        for name, fn in PROB_BASELINES.items():  # scored exactly like the samplers, same replicates
+            t1 = time.time()
+            samples = fn(train_cc, given, given_names, target, args.coverage_replicates, args.seed + 7)
+            out.append({**rec(name, "-", score(samples)), "sample_seconds": round(time.time() - t1, 1)})
+            r = out[-1]
+            print(f"  {member.name:>12} n={n_samples:<6} {name:<16} R2 {r['r2_mean']:.3f} gap {r['gap_closed']:+.2f} "
+                  f"ES {r['energy_excess_pct']:+6.1f}% var x{r['variance_ratio']:.2f} cov90 {r['coverage']:.2f}",
+                  flush=True)
     combos = [(c, L) for c in args.compositions for L in args.corrector_steps]
     for method in args.methods:
         for (name, solver), (composition, L) in itertools.product(solvers.items(), combos):
@@ -161,6 +202,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
 def check_targets(df: pd.DataFrame) -> list[str]:
     """The issue-11 targets, one line per (law, size, method) that is checked, met or missed."""
     lines = []
+    # tables written before the composition / corrector columns existed: the defaults
+    df = df.assign(**{k: v for k, v in (("composition", "average"), ("corrector", 0)) if k not in df})
     full = df[(df.sampler == "ancestral") & df.method.isin(["multi", "coherent"]) & (df.n_samples >= 3000)]
     for _, r in full.iterrows():
         miss = []
@@ -188,6 +231,28 @@ def check_targets(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def energy_ratios(df: pd.DataFrame) -> list[str]:
+    """Issue 14: per (law, size, method, sampler) of multi / coherent, the energy score over each
+    probabilistic baseline's on the same rows. Both excesses are against the same exact draws, so
+    the ratio is (1 + excess_method) / (1 + excess_baseline)."""
+    lines = []
+    keys = [k for k in ("law", "n_samples", "parametrisation", "preset") if k in df.columns]
+    for key, g in df.groupby(keys, sort=False):
+        base = g[g.method.isin(PROB_BASELINES)].set_index("method").energy_excess_pct
+        if base.empty:
+            continue
+        for _, r in g[g.method.isin(["multi", "coherent"])].iterrows():
+            rel = {b: (1 + r.energy_excess_pct / 100) / (1 + e / 100) for b, e in base.items()}
+            verdict = "better than every baseline" if all(v < 1 for v in rel.values()) else \
+                "worse than " + ", ".join(b for b, v in rel.items() if v >= 1)
+            head = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+            extra = "" if (r.get("composition", "average"), r.get("corrector", 0)) == ("average", 0) else \
+                f" {r.composition} L={r.corrector}"
+            lines.append(f"- {head} {r.method} {r.sampler}{extra}: " + ", ".join(f"{b} {v:.3f}" for b, v in rel.items())
+                         + f" ({verdict})")
+    return lines
+
+
 def write_outputs(df: pd.DataFrame, out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "calibration.csv", index=False)
@@ -201,6 +266,10 @@ def write_outputs(df: pd.DataFrame, out: Path, command: str) -> None:
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     text = [f"`{command}`", "", *md, "", "Issue-11 targets:", *check_targets(df)]
+    ratios = energy_ratios(df)
+    if ratios:
+        text += ["", "Energy score of each method over each probabilistic baseline (< 1: the method is better; "
+                 "issue 14):", *ratios]
     (out / "calibration.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
 
@@ -242,8 +311,13 @@ def main(argv=None):
     ap.add_argument("--n-layers", type=int, default=None)
     ap.add_argument("--select-by", default="mse", choices=("mse", "energy"))
     ap.add_argument("--ema-decay", type=float, default=0.0)
+    ap.add_argument("--model-preset", default=None, choices=sorted(PRESETS),
+                    help="train with a library preset (cgjax train --preset: sizes, epochs, T) instead of "
+                         "--hidden / --n-layers / --timesteps / --train-steps; --epochs overrides its epochs")
     ap.add_argument("--parametrisation", default="eps", choices=PARAMETRISATIONS,
                     help="what the networks predict (ArchConfig.parametrisation): eps (the paper's), v or x0")
+    ap.add_argument("--no-prob-baselines", action="store_true",
+                    help="skip the probabilistic baselines (gaussian_sample, mice_sample, knn_sample k=10)")
     ap.add_argument("--compositions", nargs="+", default=["average"], choices=("average", "product"),
                     help="coherent compositions (SampleOptions.composition), a row each")
     ap.add_argument("--corrector-steps", type=int, nargs="+", default=[0],
@@ -259,6 +333,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="calibration_results")
     args = ap.parse_args(argv)
+    if args.model_preset:
+        args.timesteps = PRESETS[args.model_preset].get("schedule", {}).get("timesteps", ScheduleConfig().timesteps)
     preset = QUICK if args.quick else FULL
     for k, v in preset.items():
         if getattr(args, k, None) is None and not (k == "train_steps" and args.epochs):

@@ -141,3 +141,29 @@ def test_experiment_checks_the_issue_targets():
     assert lines[0] == "- a n=3000 multi: all targets met"  # 1.049 / 1.03 - 1 = 1.8% <= 2%
     assert "variance ratio 1.50" in lines[1] and "energy +12.0%" in lines[1] and "gap closed 30%" in lines[1]
     assert "best dpm@10: +7.1%" in lines[1]
+
+
+def test_experiment_energy_ratios_over_the_probabilistic_baselines():
+    """experiments/calibration.py's issue-14 ratios: (1 + excess_method) / (1 + excess_baseline), both
+    against the same exact draws, per (law, size, parametrisation); the verdict names the baselines
+    the method does not beat."""
+    import importlib.util
+    import pathlib
+
+    import pandas as pd
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "calibration.py"
+    spec = importlib.util.spec_from_file_location("calibration_experiment", path)
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    row = lambda method, sampler, excess: dict(law="a", n_samples=3000, parametrisation="eps", method=method,
+                                               sampler=sampler, energy_excess_pct=excess)
+    df = pd.DataFrame([row("gaussian_sample", "-", 10.0), row("mice_sample", "-", 32.0),
+                       row("knn_sample", "-", 65.0), row("multi", "ancestral", 21.0),
+                       row("coherent", "ancestral", 0.0), row("knn", "-", float("nan"))])
+    lines = exp.energy_ratios(df)
+    assert len(lines) == 2
+    assert lines[0] == ("- a 3000 eps multi ancestral: gaussian_sample 1.100, mice_sample 0.917, knn_sample 0.733 "
+                        "(worse than gaussian_sample)")  # 1.21 / 1.10, 1.21 / 1.32, 1.21 / 1.65
+    assert lines[1].endswith("gaussian_sample 0.909, mice_sample 0.758, knn_sample 0.606 (better than every baseline)")
+    assert exp.energy_ratios(df[~df.method.str.endswith("_sample")]) == []  # no baselines, no ratios

@@ -21,6 +21,10 @@ def describe_checkpoint(meta: dict, *, max_features: int = 4) -> str:
     lines += ["", "configuration:"]
     for section in ("arch", "schedule", "train"):
         lines.append(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in meta[section].items()))
+    preset = meta.get("preset")
+    if preset:
+        over = preset.get("overridden_by") or []
+        lines.append(f"  preset: {preset['name']}" + (f" (overridden by {', '.join(over)})" if over else ""))
     split = meta.get("split")
     lines.append("  split: " + (", ".join(f"{k}={v}" for k, v in split.items()) if split
                                 else "not recorded (the cohort's own split column, or cgjax's default split "

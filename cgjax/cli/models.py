@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 
 from cgjax.errors import CgjaxError
-from cgjax.presets import QUICK_ARCH, QUICK_SAMPLES, QUICK_SCHEDULE, QUICK_SOLVER_ARGS, QUICK_TRAIN
+from cgjax.presets import PRESETS, QUICK_ARCH, QUICK_SAMPLES, QUICK_SCHEDULE, QUICK_SOLVER_ARGS, QUICK_TRAIN, describe
+
+# The presets `cgjax train --preset` offers (cgjax.presets.PRESETS; "tiny" is for tests and the API only).
+TRAIN_PRESETS = ("paper", "quick")
 
 # Written into every `cgjax impute --out` directory: only such a directory (or an empty or absent
 # one) is written into, so that --out can never overwrite a cohort's own tables.
@@ -77,25 +80,40 @@ def cmd_train(args) -> int:
     from cgjax import distributed
 
     several = distributed.initialize(args.distributed)  # first: before any computation
-    from cgjax.diffusion.configs import build_configs
-
-    arch, sched, train = build_configs(load_config(args.config), args.epochs, args.timesteps)  # cheap checks first
-    if args.seed is not None:
-        train = dataclasses.replace(train, seed=args.seed)
+    arch, sched, train, preset = train_configs(args)  # cheap checks first
     check = None if args.no_calibration_check else calibration_options(args)  # checked before training
-    if args.parametrisation is not None:
-        arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
     cohort = read_cohort(args.cohort)
     with distributed.data_parallel() if (args.distributed or several) else contextlib.nullcontext():
         ms = pipeline.train(cohort, args.out, arch=arch, schedule_cfg=sched, train_cfg=train,
                             resume=not args.no_resume, progress=not args.quiet and distributed.is_primary(),
                             split_seed=args.split_seed)
+    from cgjax import checkpoint
+
+    checkpoint.write_preset(args.out, preset)  # every process (it syncs); shown by `cgjax info`
     print(f"trained {sum(len(g.specs) for g in ms.groups.values())} models; checkpoint in {args.out}")
     if check is not None and several:
         print("note: calibration check skipped with several processes; run 'cgjax evaluate' on one")
     elif check is not None:
         run_calibration_check(ms, cohort, args.out, check, rows=args.calibration_rows)
     return 0
+
+
+def train_configs(args):
+    """(ArchConfig, ScheduleConfig, TrainConfig, preset record) of ``cgjax train``'s flags: the
+    ``--preset``'s values, then the ``--config`` file's, then the explicit flags (``--epochs``,
+    ``--timesteps``, ``--seed``, ``--parametrisation``). The record (``{"name", "overridden_by"}``)
+    goes into the checkpoint."""
+    from cgjax.diffusion.configs import build_configs
+
+    arch, sched, train = build_configs(load_config(args.config), args.epochs, args.timesteps, PRESETS[args.preset])
+    if args.seed is not None:
+        train = dataclasses.replace(train, seed=args.seed)
+    if args.parametrisation is not None:
+        arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
+    flags = [f"--{f.replace('_', '-')}" for f in ("epochs", "timesteps", "seed", "parametrisation")
+             if getattr(args, f) is not None]
+    return arch, sched, train, {"name": args.preset, "overridden_by": ([f"--config {args.config}"] if args.config
+                                                                       else []) + flags}
 
 
 def calibration_options(args):
@@ -251,9 +269,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train every single- and multi-condition model of a cohort")
     p.add_argument("cohort", help="cohort directory or .h5mu file")
     p.add_argument("--out", required=True, help="checkpoint directory to write (resumed if it exists)")
-    p.add_argument("--config", help="JSON or TOML file with sections arch, schedule, train")
-    p.add_argument("--epochs", type=int, help="training epochs (overrides the config; default: the config's, paper 1000)")
-    p.add_argument("--timesteps", type=int, help="diffusion timesteps T (overrides the config; default: paper 1000)")
+    p.add_argument("--preset", choices=TRAIN_PRESETS, default="paper",
+                   help="model sizes and training, overridden by --config and the flags below: "
+                        + "; ".join(f"{n}{' (default)' if n == 'paper' else ''}: {describe(n)}"
+                                    for n in TRAIN_PRESETS)
+                        + ". quick trains in minutes on 2 CPU cores (experiments/RESULTS.md)")
+    p.add_argument("--config", help="JSON or TOML file with sections arch, schedule, train (over the --preset)")
+    p.add_argument("--epochs", type=int, help="training epochs (overrides the preset and the config)")
+    p.add_argument("--timesteps", type=int, help="diffusion timesteps T (overrides the preset and the config)")
     p.add_argument("--seed", type=int, help="initialisation and batching seed (overrides the config; default 0)")
     p.add_argument("--parametrisation", default=None,
                    help="what the networks predict: eps (the noise; the paper's recipe, default), v "
