@@ -130,17 +130,23 @@ def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
     return path
 
 
+def _set_meta(path, key: str, value) -> None:
+    """Set ``key`` of the checkpoint's metadata to ``value``, atomically, without rewriting the
+    models; process 0 alone writes, every process waits for it."""
+    path = Path(path)
+    meta = read_meta(path)
+    meta[key] = value
+    if is_primary():
+        with atomic_file(path / META_FILE) as tmp:
+            write_json_synced(tmp, meta, indent=1, default=float)
+    sync(f"cgjax-checkpoint-{key}-{path.absolute()}")
+
+
 def write_preset(path, preset: dict) -> None:
     """Record how ``cgjax train`` chose the configuration (``{"name": ..., "overridden_by": [...]}``)
     under the key ``preset`` of the checkpoint's metadata, atomically (the models are not rewritten;
     the configs themselves are in ``arch`` / ``schedule`` / ``train``). Process 0 alone writes."""
-    path = Path(path)
-    meta = read_meta(path)
-    meta["preset"] = preset
-    if is_primary():
-        with atomic_file(path / META_FILE) as tmp:
-            write_json_synced(tmp, meta, indent=1, default=float)
-    sync(f"cgjax-checkpoint-preset-{path.absolute()}")
+    _set_meta(path, "preset", preset)
 
 
 def write_calibration(path, result: dict) -> None:
@@ -148,13 +154,7 @@ def write_calibration(path, result: dict) -> None:
     ``calibration`` of the checkpoint's metadata, atomically (the models are not rewritten); read it
     back with ``read_meta(path).get("calibration")`` (None for a checkpoint without one). Process 0
     alone writes."""
-    path = Path(path)
-    meta = read_meta(path)
-    meta["calibration"] = result
-    if is_primary():
-        with atomic_file(path / META_FILE) as tmp:
-            write_json_synced(tmp, meta, indent=1, default=float)
-    sync(f"cgjax-checkpoint-calibration-{path.absolute()}")
+    _set_meta(path, "calibration", result)
 
 
 def check_output(path) -> Path:
