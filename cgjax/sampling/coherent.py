@@ -160,12 +160,7 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
     every condition masked (their unconditional predictions). The coherence distance d is always
     measured on the members' conditional eps at the solver's evaluation, as without these options.
     """
-    if composition not in comp.COMPOSITIONS:
-        raise ConfigError(f"--composition must be one of {comp.COMPOSITIONS}, got {composition!r}")
-    if not (is_int(corrector_steps) and corrector_steps >= 0):
-        raise ConfigError(f"--corrector-steps must be an integer >= 0, got {corrector_steps!r}")
-    if not (is_real(corrector_snr) and 0 < corrector_snr < 1):
-        raise ConfigError(f"--corrector-snr must be in (0, 1), got {corrector_snr!r}")
+    comp.validate(composition, corrector_steps, corrector_snr, owner="make_sampler")
     sol = make_solver(schedule, solver)
     K = len(sol.timesteps)
     T = schedule.timesteps

@@ -45,8 +45,24 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from cgjax._validate import is_int, is_real
+from cgjax.errors import ConfigError
+
 COMPOSITIONS = ("average", "product")
 CORRECTOR_NOISE_TAG = 2 ** 31 - 1  # folded into the key before the corrector's noise (the predictor's never is)
+
+
+def validate(composition, corrector_steps, corrector_snr, owner: str) -> None:
+    """The one check of these three options (for :class:`cgjax.sampling.options.SampleOptions` and
+    :func:`cgjax.sampling.coherent.make_sampler`): a one-line :class:`ConfigError` naming the CLI flag
+    and ``owner``'s field."""
+    if composition not in COMPOSITIONS:
+        raise ConfigError(f"--composition ({owner}.composition) must be one of {COMPOSITIONS}, got {composition!r}")
+    if not (is_int(corrector_steps) and corrector_steps >= 0):
+        raise ConfigError(f"--corrector-steps ({owner}.corrector_steps) must be an integer >= 0, "
+                          f"got {corrector_steps!r}")
+    if not (is_real(corrector_snr) and 0 < corrector_snr < 1):
+        raise ConfigError(f"--corrector-snr ({owner}.corrector_snr) must be in (0, 1), got {corrector_snr!r}")
 
 
 def average(eps_all, weights):

@@ -17,7 +17,7 @@ from typing import Sequence
 from cgjax._validate import is_int, is_real
 from cgjax.errors import ConfigError
 from cgjax.sampling.coherent import RejectionConfig
-from cgjax.sampling.composition import COMPOSITIONS
+from cgjax.sampling.composition import validate as validate_composition
 from cgjax.sampling.solvers import SolverConfig
 from cgjax.sampling.weights import WEIGHTINGS
 
@@ -82,15 +82,7 @@ class SampleOptions:
             raise ConfigError(f"SampleOptions.unconditional must be True or False, got {self.unconditional!r}")
         if self.max_batch is not None and not (is_int(self.max_batch) and self.max_batch >= 1):
             raise ConfigError(f"--max-batch (SampleOptions.max_batch) must be an integer >= 1, got {self.max_batch!r}")
-        if self.composition not in COMPOSITIONS:
-            raise ConfigError(f"--composition (SampleOptions.composition) must be one of {COMPOSITIONS}, "
-                              f"got {self.composition!r}")
+        validate_composition(self.composition, self.corrector_steps, self.corrector_snr, owner="SampleOptions")
         if self.composition == "product" and self.method != "coherent":
             raise ConfigError(f"--composition product combines the single models of --method coherent, "
                               f"not --method {self.method}")
-        if not (is_int(self.corrector_steps) and self.corrector_steps >= 0):
-            raise ConfigError(f"--corrector-steps (SampleOptions.corrector_steps) must be an integer >= 0, "
-                              f"got {self.corrector_steps!r}")
-        if not (is_real(self.corrector_snr) and 0 < self.corrector_snr < 1):
-            raise ConfigError(f"--corrector-snr (SampleOptions.corrector_snr) must be in (0, 1), "
-                              f"got {self.corrector_snr!r}")
