@@ -64,7 +64,7 @@ from cgjax.diffusion.train import TrainConfig
 from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.configs import build_configs
 from cgjax.presets import PRESETS
-from cgjax.diffusion.parametrisation import PARAMETRISATIONS
+from cgjax.diffusion.parametrisation import LOSS_WEIGHTINGS, PARAMETRISATIONS
 from cgjax.ensemble import sample_target
 from cgjax.scoring import calibration as cal
 from cgjax.evaluate.baselines import iterative_impute, knn_impute
@@ -119,14 +119,18 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     if args.model_preset:  # the library's preset (cgjax train --preset): its sizes, epochs and schedule
         arch, sched, train_cfg = build_configs({}, args.epochs, None, PRESETS[args.model_preset])
         train_cfg = dataclasses.replace(train_cfg, seed=args.seed, select_by=args.select_by, ema_decay=args.ema_decay,
-                                        single_cond_dropout=args.single_cond_dropout)
+                                        single_cond_dropout=args.single_cond_dropout,
+                                        loss_weighting=args.loss_weighting, min_snr_gamma=args.min_snr_gamma,
+                                        **({"eval_every": args.eval_every} if args.eval_every else {}))
         arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
         epochs = train_cfg.epochs
     else:
         epochs = args.epochs or max(1, -(-args.train_steps * TRAIN["batch_size"] // train_c.n_samples))
         train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed,
                                    "select_by": args.select_by, "ema_decay": args.ema_decay,
-                                   "single_cond_dropout": args.single_cond_dropout})
+                                   "single_cond_dropout": args.single_cond_dropout,
+                                   "loss_weighting": args.loss_weighting, "min_snr_gamma": args.min_snr_gamma,
+                                   **({"eval_every": args.eval_every} if args.eval_every else {})})
         arch = ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32, parametrisation=args.parametrisation)
         sched = ScheduleConfig(timesteps=args.timesteps)
     ms = pipeline.train(cohort, None, arch=arch, schedule_cfg=sched, train_cfg=train_cfg, progress=False)
@@ -150,6 +154,7 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     mice = iterative_impute(train, given, given_names, target)
 
     base = dict(law=member.name, n_samples=n_samples, parametrisation=args.parametrisation,
+                loss_weighting=args.loss_weighting, select_by=args.select_by, ema_decay=args.ema_decay,
                 preset=args.model_preset or f"grid {args.train_steps or '-'} steps", target=target,
                 dims=member.describe()["dims"],
                 n_rows=len(y), epochs=epochs, train_seconds=round(t_train, 1))
@@ -316,6 +321,11 @@ def main(argv=None):
                          "--hidden / --n-layers / --timesteps / --train-steps; --epochs overrides its epochs")
     ap.add_argument("--parametrisation", default="eps", choices=PARAMETRISATIONS,
                     help="what the networks predict (ArchConfig.parametrisation): eps (the paper's), v or x0")
+    ap.add_argument("--loss-weighting", default="native", choices=LOSS_WEIGHTINGS,
+                    help="TrainConfig.loss_weighting: native (the parametrisation's own), eps or min_snr")
+    ap.add_argument("--min-snr-gamma", type=float, default=5.0)
+    ap.add_argument("--eval-every", type=int, default=None,
+                    help="epochs between validations (model selection); default: the preset's, or once at the end")
     ap.add_argument("--no-prob-baselines", action="store_true",
                     help="skip the probabilistic baselines (gaussian_sample, mice_sample, knn_sample k=10)")
     ap.add_argument("--compositions", nargs="+", default=["average"], choices=("average", "product"),

@@ -173,3 +173,41 @@ def test_checkpoint_keeps_the_parametrisation_and_old_checkpoints_load_as_eps(ti
     assert loaded.arch.parametrisation == "eps"
     assert all(g.dcfg.parametrisation == "eps" for g in loaded.groups.values())
     np.testing.assert_array_equal(sample_target(loaded, "rnaseq", given, opts).x, eps_samples)
+
+
+@pytest.mark.parametrize("weighting", ["eps", "min_snr"])
+def test_loss_weighting_gives_the_x0_unit_weight_whatever_the_network_predicts(monkeypatch, weighting):
+    """An output of 0 implies x0_hat = x_t / a (eps), a x_t (v) or 0 (x0); with x0 = 0 the weighted
+    loss must be mean(W(t) x0_hat^2) with W = snr (``eps``) or min(snr, gamma) (``min_snr``),
+    derived here from the implied x0_hat in float64, not from the library's weight."""
+    seen = []
+
+    def zero(params, batch_stats, x_t, t, conds, masks, cfg, *, train):
+        jax.debug.callback(lambda x, tt: seen.append((np.asarray(x, np.float64), np.asarray(tt))), x_t, t)
+        return jnp.zeros_like(x_t), batch_stats
+
+    monkeypatch.setattr(train.denoiser, "apply", zero)
+    gamma = 0.5  # binds on most of this schedule's steps
+    tcfg = TrainConfig(batch_size=64, steps_per_call=1, epochs=1, loss_weighting=weighting, min_snr_gamma=gamma)
+    data = GroupData(jnp.zeros((1, 40, 2)), jnp.ones((1, 40, 1, 2)), jnp.ones((1, 40, 1), bool), jnp.ones((1, 40), bool))
+    abar = np.asarray(SCHED.alpha_bars, np.float64)
+    implied = {"eps": lambda x, a: x / a, "v": lambda x, a: a * x, "x0": lambda x, a: 0 * x}
+    for p, x0_hat in implied.items():
+        seen.clear()
+        cfg = dataclasses.replace(CFG, parametrisation=p)
+        state = init_state(jax.random.PRNGKey(1), cfg, [cfg.cond_dims], tcfg)
+        _, loss = make_train_fn(cfg, SCHED, tcfg, multi=False)(state, data, jax.random.PRNGKey(2))
+        jax.block_until_ready(loss)
+        (x_t, t), = seen
+        x_t, t = x_t.reshape(-1, 2), t.reshape(-1)
+        snr = abar[t] / (1 - abar[t])
+        w = snr if weighting == "eps" else np.minimum(snr, gamma)
+        expected = np.mean(w[:, None] * x0_hat(x_t, np.sqrt(abar[t])[:, None]) ** 2)
+        np.testing.assert_allclose(float(loss[0]), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_unknown_loss_weighting_is_a_one_line_config_error():
+    with pytest.raises(ConfigError, match=r"loss_weighting must be one of .*'native'.*got 'snr'"):
+        TrainConfig(loss_weighting="snr")
+    with pytest.raises(ConfigError, match=r"min_snr_gamma must be a finite number > 0"):
+        TrainConfig(min_snr_gamma=0.0)

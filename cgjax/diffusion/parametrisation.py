@@ -19,6 +19,20 @@ Every solver consumes eps, so the sampler converts the output once, where it is 
   x0:  eps_hat = (x_t - a x0_hat) / s    (divides by s, which is small at t = 0)
 
 For ``"eps"`` the output passes through untouched (the same program as before the option existed).
+
+Loss weighting (:func:`loss_weight`). Written in x_0 units, with snr_t = abar_t / (1 - abar_t), the
+plain losses are snr ||x0_hat - x0||^2 (eps), (snr + 1) ||x0_hat - x0||^2 (v) and ||x0_hat - x0||^2
+(x0). ``TrainConfig.loss_weighting`` multiplies the plain loss per example so that the weight in x_0
+units becomes
+
+  * ``"native"``:  the parametrisation's own (no multiplier; the paper's recipe with eps);
+  * ``"eps"``:     snr, the eps loss's, whatever the network predicts. With v this keeps the eps
+    loss's emphasis on low noise but not its failure at high noise: eps_hat = s x_t + a v_hat
+    follows x_t exactly as abar -> 0, where an eps network must learn the identity map itself, and
+    any error it makes there is multiplied by s / a (> 100 at the top of the default schedules) in
+    the implied x_0;
+  * ``"min_snr"``: min(snr, gamma) (Hang et al. 2023, "min-SNR-gamma"): the eps weighting, capped at
+    low noise.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 PARAMETRISATIONS = ("eps", "v", "x0")
+LOSS_WEIGHTINGS = ("native", "eps", "min_snr")
 
 
 def _coefs(abar):
@@ -58,3 +73,22 @@ def to_eps(parametrisation: str, out, x_t, abar):
         return (x_t - a * out) / s
     raise ValueError(f"unknown parametrisation {parametrisation!r}; choose one of {PARAMETRISATIONS}")
 
+
+
+def loss_weight(parametrisation: str, weighting: str, abar, gamma: float = 5.0):
+    """The multiplier of the plain squared error per example (module docstring) at noise level
+    ``abar``: 1 for ``"native"``, else the wanted x_0-unit weight (snr or min(snr, gamma)) over the
+    parametrisation's own (snr, snr + 1 or 1)."""
+    if weighting == "native":
+        return jnp.ones_like(abar)
+    snr = abar / (1.0 - abar)
+    if weighting == "eps":
+        wanted = snr
+    elif weighting == "min_snr":
+        wanted = jnp.minimum(snr, gamma)
+    else:
+        raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {LOSS_WEIGHTINGS}")
+    own = {"eps": snr, "v": snr + 1.0, "x0": jnp.ones_like(abar)}
+    if parametrisation not in own:
+        raise ValueError(f"unknown parametrisation {parametrisation!r}; choose one of {PARAMETRISATIONS}")
+    return wanted / own[parametrisation]

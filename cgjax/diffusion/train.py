@@ -37,7 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from cgjax._validate import is_int, is_real
 from cgjax.diffusion import denoiser
-from cgjax.diffusion.parametrisation import regression_target
+from cgjax.diffusion.parametrisation import LOSS_WEIGHTINGS, loss_weight, regression_target
 from cgjax.diffusion.schedule import Schedule, q_sample
 from cgjax.errors import ConfigError
 from cgjax.distributed import active_mesh, replicate, replicated_sharding
@@ -56,6 +56,10 @@ class TrainConfig:
     cond_dropout: float = 0.5  # multi models: probability of training on a random subset of conditions
     single_cond_dropout: float = 0.0  # single models: probability of masking the condition (0: never, the paper)
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights and select/sample with it
+    # how the squared error is weighted across noise levels (cgjax.diffusion.parametrisation.loss_weight):
+    # "native" (the parametrisation's own; the paper's with eps), "eps" or "min_snr" (capped at min_snr_gamma)
+    loss_weighting: str = "native"
+    min_snr_gamma: float = 5.0
     seed: int = 0
 
     def __post_init__(self):
@@ -79,6 +83,8 @@ class TrainConfig:
         need(is_real(self.single_cond_dropout) and 0 <= self.single_cond_dropout < 1, "single_cond_dropout",
              "in [0, 1)")
         need(is_real(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
+        need(self.loss_weighting in LOSS_WEIGHTINGS, "loss_weighting", f"one of {LOSS_WEIGHTINGS}")
+        need(is_real(self.min_snr_gamma) and self.min_snr_gamma > 0, "min_snr_gamma", "a finite number > 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -198,7 +204,8 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
     """Return ``train(state, data, key) -> (state, mean_loss f32[M])`` running ``steps_per_call`` steps.
     ``total_steps`` is the length of the whole run (for the learning-rate schedule). The loss is the
     mean squared error of the network's output against the target of ``dcfg.parametrisation``
-    (eps, v or x_0; :func:`cgjax.diffusion.parametrisation.regression_target`).
+    (eps, v or x_0; :func:`cgjax.diffusion.parametrisation.regression_target`), per example weighted
+    as ``tcfg.loss_weighting`` says (:func:`cgjax.diffusion.parametrisation.loss_weight`).
 
     Data-parallel: with a ``mesh`` (a 1-D :class:`jax.sharding.Mesh` with axis ``"batch"``, e.g.
     :func:`cgjax.distributed.make_mesh`; default the one of an enclosing
@@ -224,8 +231,11 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
         eps = jax.random.normal(k_eps, x0.shape, jnp.float32)
         x_t = q_sample(schedule, x0, t, eps)
         out, new_stats = denoiser.apply(params, batch_stats, x_t, t, conds, masks, dcfg, train=True)
-        target = regression_target(dcfg.parametrisation, x0, eps, schedule.alpha_bars[t][:, None])
-        return jnp.mean(jnp.square(out - target)), new_stats
+        abar = schedule.alpha_bars[t][:, None]
+        sq = jnp.square(out - regression_target(dcfg.parametrisation, x0, eps, abar))
+        if tcfg.loss_weighting != "native":  # (the paper's program is unchanged without it)
+            sq = sq * loss_weight(dcfg.parametrisation, tcfg.loss_weighting, abar, tcfg.min_snr_gamma)
+        return jnp.mean(sq), new_stats
 
     def member_step(params, batch_stats, opt_state, x0, conds, present, valid, key):
         k_draw, k_loss = _split_step_key(key)
