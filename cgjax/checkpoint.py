@@ -7,7 +7,9 @@ One directory per trained set of models::
                               metrics and history, coherent-ensemble weights (null for a target
                               with an unscored model), format version, and optionally the
                               calibration check run after training (``calibration``,
-                              :func:`write_calibration`; absent in older checkpoints)
+                              :func:`write_calibration`; absent in older checkpoints), and how
+                              ``cgjax train`` chose the configuration (``preset``, from the
+                              first save of its run on; absent when not given)
       models/                 Orbax PyTree: {group: {"params", "batch_stats"}} (the selected models)
       resume/                 Orbax PyTree of the live training state (optimiser included), if any
 
@@ -75,7 +77,7 @@ def coherent_weights(ms: ModelSet, weighting: str = "inverse_mse") -> dict:
     return out
 
 
-def _meta(ms: ModelSet, run: TrainingRun | None) -> dict:
+def _meta(ms: ModelSet, run: TrainingRun | None, preset: dict | None = None) -> dict:
     groups = {name: {"config": g.dcfg.to_dict(),
                      "models": [{"target": s.target, "conds": list(s.conds), "kind": s.kind} for s in g.specs],
                      "true_cond_dims": [list(d) for d in g.true_cond_dims]}
@@ -96,14 +98,18 @@ def _meta(ms: ModelSet, run: TrainingRun | None) -> dict:
         "split": ms.split,
         "complete": True,
     }
+    if preset is not None:
+        meta["preset"] = preset
     if run is not None:
         meta["training"] = {"epoch": run.epoch, "history": run.history,
                             "best_scores": {k: [float(x) for x in v] for k, v in run.best_scores.items()}}
     return meta
 
 
-def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
-    """Write ``ms`` (and, for resuming, the live state of ``run``) atomically to ``path``.
+def save(path, ms: ModelSet, run: TrainingRun | None = None, *, preset: dict | None = None) -> Path:
+    """Write ``ms`` (and, for resuming, the live state of ``run``) atomically to ``path``, with
+    ``preset`` (how ``cgjax train`` chose the configuration, :func:`write_preset`) in the metadata
+    when given.
 
     With several processes (``jax.distributed``) every process must call it: the (replicated)
     weights are copied to the host, process 0 alone writes, and all return once the checkpoint is
@@ -122,7 +128,7 @@ def save(path, ms: ModelSet, run: TrainingRun | None = None) -> Path:
             ck.save(tmp / "models", models)
             if resume is not None:
                 ck.save(tmp / "resume", resume)
-            meta = _meta(ms, run)
+            meta = _meta(ms, run, preset)
             meta["files"] = _manifest(tmp)
             # written last: its presence means the rest is there
             write_json_synced(tmp / META_FILE, meta, indent=1, default=float)
@@ -145,7 +151,9 @@ def _set_meta(path, key: str, value) -> None:
 def write_preset(path, preset: dict) -> None:
     """Record how ``cgjax train`` chose the configuration (``{"name": ..., "overridden_by": [...]}``)
     under the key ``preset`` of the checkpoint's metadata, atomically (the models are not rewritten;
-    the configs themselves are in ``arch`` / ``schedule`` / ``train``). Process 0 alone writes."""
+    the configs themselves are in ``arch`` / ``schedule`` / ``train``). Process 0 alone writes.
+    :func:`save` records it too (``preset=``), which is how :func:`cgjax.pipeline.train` keeps it in
+    every checkpoint of a run; this refreshes it in a checkpoint that is not saved again."""
     _set_meta(path, "preset", preset)
 
 

@@ -197,21 +197,32 @@ def active_mesh() -> Mesh | None:
 
 # ---- memory budget and chunks -------------------------------------------------------------------
 
-def bytes_per_row(dcfg, n_models: int, *, n_steps: int = 0, return_distance: bool = False) -> int:
+def bytes_per_row(dcfg, n_models: int, *, n_steps: int = 0, return_distance: bool = False,
+                  composition: str = "average", corrector_steps: int = 0) -> int:
     """An upper estimate of the device memory one sampled row needs (float32): its inputs and the
     per-row condition projections, the scan and rejection-loop state, and the activations of one
-    step of the M members (with a 2x margin for XLA's temporaries)."""
+    step of the M members (with a 2x margin for XLA's temporaries).
+
+    ``composition="product"`` (:mod:`cgjax.sampling.composition`) runs the members a second time per
+    evaluation with every condition masked: a second prepared model (its per-row condition
+    projections) and a second set of member activations are counted. ``corrector_steps`` > 0 adds
+    the Langevin corrector's per-row state (its x, noise and composed eps); its steps run one after
+    the other, so they add no further activations. The [T, ...] time tables and the stacked
+    parameters are shared by all rows and not counted."""
     M, F, H, L = n_models, dcfg.x_dim, dcfg.hidden, dcfg.n_layers
     K, C = len(dcfg.cond_dims), max(dcfg.cond_dims)
+    passes = 2 if composition == "product" else 1  # conditional, and for product unconditional too
     inputs = M * K * (C + 1) + M + 1
-    prepared = M * H * 2
+    prepared = passes * M * H * 2
     state = 10 * F + 8  # x_t, solver history, best/new x, noise, counters
-    activations = M * (3 * H + 4 * F) + M * M
+    activations = passes * M * (3 * H + 4 * F) + M * M
+    corrector = 3 * F if corrector_steps else 0
     dist = 3 * n_steps if return_distance else 0
-    return 4 * 2 * (inputs + prepared + state + activations + dist + L)
+    return 4 * 2 * (inputs + prepared + state + activations + corrector + dist + L)
 
 
-def default_max_batch(dcfg, n_models: int, *, n_steps: int = 0, return_distance: bool = False, device=None,
+def default_max_batch(dcfg, n_models: int, *, n_steps: int = 0, return_distance: bool = False,
+                      composition: str = "average", corrector_steps: int = 0, device=None,
                       fraction: float = GPU_MEMORY_FRACTION) -> int:
     """Rows per chunk: on an accelerator, ``fraction`` of its memory divided by :func:`bytes_per_row`
     (rounded down to a multiple of 1024, at most 2^20); on CPU (or when the device does not report
@@ -225,7 +236,9 @@ def default_max_batch(dcfg, n_models: int, *, n_steps: int = 0, return_distance:
         limit = None
     if not limit:
         return CPU_MAX_BATCH
-    rows = int(limit * fraction) // bytes_per_row(dcfg, n_models, n_steps=n_steps, return_distance=return_distance)
+    per_row = bytes_per_row(dcfg, n_models, n_steps=n_steps, return_distance=return_distance,
+                            composition=composition, corrector_steps=corrector_steps)
+    rows = int(limit * fraction) // per_row
     return int(min(MAX_BATCH_CAP, max(1024, rows // 1024 * 1024)))
 
 

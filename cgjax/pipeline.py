@@ -46,10 +46,16 @@ def split_and_scale(cohort: Cohort, *, split_seed: int = 42, record: bool = Fals
 
 def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConfig(),
           schedule_cfg: ScheduleConfig = ScheduleConfig(), train_cfg: TrainConfig = TrainConfig(),
-          resume: bool = True, progress: bool = True, split_seed: int = 42) -> ModelSet:
+          resume: bool = True, progress: bool = True, split_seed: int = 42,
+          preset: dict | None = None) -> ModelSet:
     """Train every single- and multi-condition model of ``cohort``; checkpoint to ``out`` at every
     validation. With ``resume`` and a checkpoint already at ``out`` from the same configuration,
-    training continues from it."""
+    training continues from it.
+
+    ``preset``: how the configuration was chosen (``cgjax train``'s ``{"name", "overridden_by"}``),
+    recorded in the checkpoint's metadata by every save, so an interrupted run's checkpoint has it
+    from its first validation on. A resumed run records a new one before training (it may have
+    nothing left to train), and keeps the checkpoint's own when given None."""
     if out is not None:  # before any work: never train for an hour and then find --out unwritable
         checkpoint.check_output(out)
     train_c, val_c, scalers, split = split_and_scale(cohort, split_seed=split_seed, record=True)
@@ -69,6 +75,11 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
                 raise CgjaxError(f"{out}: holds a checkpoint trained with another configuration or cohort; "
                                  "choose another --out or pass --no-resume to overwrite it")
             ms.train_cfg = train_cfg  # more epochs may be asked for
+            stored = checkpoint.read_meta(out).get("preset")
+            if preset is None:
+                preset = stored
+            elif preset != stored:
+                checkpoint.write_preset(out, preset)
             if progress:
                 print(f"resuming from {out} at epoch {run.epoch}")
     if run is None:
@@ -76,7 +87,7 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
                                arch=arch, schedule_cfg=schedule_cfg, train_cfg=train_cfg,
                                scalers=scalers.to_dict(), feature_names=train_c.feature_names)
         run.model_set.split = split
-    on_validation = (lambda r: checkpoint.save(out, r.model_set, r)) if out is not None else None
+    on_validation = (lambda r: checkpoint.save(out, r.model_set, r, preset=preset)) if out is not None else None
     run = train_model_set(run, train_c.data, train_c.masks, val_c.data, val_c.masks, progress=progress,
                           on_validation=on_validation)
     return run.model_set

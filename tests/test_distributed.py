@@ -278,6 +278,41 @@ def test_pad_rows_copies_row_zero_and_memory_budget():
     assert default_max_batch(cfg, 3) >= 1024  # CPU: the fixed default
 
 
+class _FakeAccelerator:
+    """A device that reports its memory, as a GPU does (default_max_batch then divides it)."""
+    platform = "gpu"
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def memory_stats(self):
+        return {"bytes_limit": self.limit}
+
+
+def test_memory_budget_counts_the_product_pass_and_the_corrector():
+    from cgjax.diffusion.denoiser import DenoiserConfig
+    from cgjax.distributed import GPU_MEMORY_FRACTION, bytes_per_row, default_max_batch
+
+    M, F, H = 3, 32, 512
+    cfg = DenoiserConfig(x_dim=F, cond_dims=(F,), hidden=H, n_layers=5, time_dim=128, cond_embed_dim=32)
+    avg = bytes_per_row(cfg, M)
+    prod = bytes_per_row(cfg, M, composition="product")
+    # the unconditional pass: a second per-row condition projection (M rows of H, 2 buffers) and a
+    # second set of member activations (3 hidden-wide and 4 feature-wide vectors per member), float32
+    # with the 2x margin
+    assert prod - avg == 4 * 2 * (M * H * 2 + M * (3 * H + 4 * F))
+    assert 1.5 * avg < prod < 2 * avg
+    # the corrector's x, noise and composed eps, once whatever the number of steps (they run in turn)
+    assert bytes_per_row(cfg, M, corrector_steps=1) - avg == 4 * 2 * 3 * F
+    assert bytes_per_row(cfg, M, corrector_steps=5) == bytes_per_row(cfg, M, corrector_steps=1)
+    gpu = _FakeAccelerator(80 * 2 ** 30)
+    rows = {c: default_max_batch(cfg, M, composition=c, device=gpu) for c in ("average", "product")}
+    for c, per_row in (("average", avg), ("product", prod)):
+        assert rows[c] == int(gpu.limit * GPU_MEMORY_FRACTION) // per_row // 1024 * 1024
+        assert rows[c] * per_row <= gpu.limit * GPU_MEMORY_FRACTION
+    assert rows["product"] < rows["average"]
+
+
 def test_cluster_detection():
     from cgjax.distributed import cluster_env
 
@@ -310,6 +345,33 @@ def test_flat_ranges_reassemble_the_whole_batch(tiny):
             assert lo <= a < b <= hi and chunk.x.shape == (b - a, 4)
             x[a:b] = chunk.x
     np.testing.assert_allclose(x.reshape(2, 9, 4), whole.x, atol=1e-5)
+
+
+def test_sample_target_sizes_chunks_for_its_composition_and_corrector(tiny, monkeypatch):
+    from cgjax import distributed, pipeline
+    from cgjax.ensemble import sample_target
+    from cgjax.sampling.options import SampleOptions
+
+    ms, cohort, _, _ = tiny
+    # product needs models with an unconditional mode; the sampling stops before it runs
+    ms = dataclasses.replace(ms, train_cfg=dataclasses.replace(ms.train_cfg, single_cond_dropout=0.2))
+    scaled = pipeline.scaled_inputs(ms, cohort)
+    given = {m: scaled[m][:5] for m in ("cna", "rnaseq", "rppa")}
+    seen = []
+
+    class Sized(Exception):
+        pass
+
+    def capture(dcfg, n_models, **kw):
+        seen.append((n_models, kw))
+        raise Sized
+
+    monkeypatch.setattr(distributed, "default_max_batch", capture)
+    for options in (SampleOptions(), SampleOptions(composition="product", corrector_steps=2)):
+        with pytest.raises(Sized):
+            sample_target(ms, "wsi", given, options)
+    assert [(n, kw["composition"], kw["corrector_steps"]) for n, kw in seen] == [(3, "average", 0),
+                                                                                 (3, "product", 2)]
 
 
 def test_simulated_processes_write_parts_merged_in_order(tiny, tmp_path):

@@ -239,6 +239,8 @@ def test_sigkill_during_train_then_resume_gives_the_uninterrupted_weights(work, 
         proc.kill()
     epoch = checkpoint.read_meta(out)["training"]["epoch"]
     assert proc.returncode == -signal.SIGKILL and epoch < TINY["train"]["epochs"]
+    # the killed run's checkpoint already says how its configuration was chosen (`cgjax info`)
+    assert checkpoint.read_meta(out)["preset"] == {"name": "paper", "overridden_by": [f"--config {work / 'tiny.json'}"]}
     assert cli(["train", str(work / "cohort"), "--out", str(out), "--config", str(work / "tiny.json"),
                 "--split-seed", "7", "--quiet"]) == 0
     resumed, ref = checkpoint.load_run(out), checkpoint.load_run(work / "ref")

@@ -86,3 +86,39 @@ def test_checkpoint_records_the_preset_for_info(tiny_cohort, tiny_trained, tmp_p
     assert cli(["info", str(tmp_path / "ck")]) == 0
     assert f"preset: quick (overridden by --config {tmp_path / 'tiny.json'})" in capsys.readouterr().out
     assert checkpoint.load(tmp_path / "ck").arch == TINY_ARCH
+
+
+def test_an_interrupted_train_records_the_preset_from_its_first_save(tiny_cohort, tmp_path, capsys, monkeypatch):
+    """``cgjax train`` interrupted right after its first validation leaves a checkpoint that already
+    records the preset (``cgjax info`` shows it); a resumed run given no record keeps it."""
+    from conftest import TINY_ARCH, TINY_SCHED, TINY_TRAIN
+
+    from cgjax import checkpoint, pipeline
+    from cgjax.cli import main as cli
+    from cgjax.data import write_cohort
+
+    write_cohort(tiny_cohort, tmp_path / "cohort")
+    (tmp_path / "tiny.json").write_text(json.dumps({"arch": TINY_ARCH.to_dict(),
+                                                    "schedule": dataclasses.asdict(TINY_SCHED),
+                                                    "train": TINY_TRAIN.to_dict()}))
+    save = checkpoint.save
+
+    def save_then_interrupt(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_interrupt)
+    assert cli(["train", str(tmp_path / "cohort"), "--out", str(tmp_path / "ck"), "--preset", "quick",
+                "--config", str(tmp_path / "tiny.json"), "--quiet", "--no-calibration-check"]) == 130
+    monkeypatch.setattr(checkpoint, "save", save)
+    record = {"name": "quick", "overridden_by": [f"--config {tmp_path / 'tiny.json'}"]}
+    meta = checkpoint.read_meta(tmp_path / "ck")
+    assert meta["training"]["epoch"] == TINY_TRAIN.eval_every < TINY_TRAIN.epochs  # cut short
+    assert meta["preset"] == record
+    capsys.readouterr()
+    assert cli(["info", str(tmp_path / "ck")]) == 0
+    assert f"preset: quick (overridden by --config {tmp_path / 'tiny.json'})" in capsys.readouterr().out
+    pipeline.train(tiny_cohort, tmp_path / "ck", arch=TINY_ARCH, schedule_cfg=TINY_SCHED, train_cfg=TINY_TRAIN,
+                   progress=False)
+    meta = checkpoint.read_meta(tmp_path / "ck")
+    assert meta["training"]["epoch"] == TINY_TRAIN.epochs and meta["preset"] == record

@@ -86,10 +86,7 @@ def cmd_train(args) -> int:
     with distributed.data_parallel() if (args.distributed or several) else contextlib.nullcontext():
         ms = pipeline.train(cohort, args.out, arch=arch, schedule_cfg=sched, train_cfg=train,
                             resume=not args.no_resume, progress=not args.quiet and distributed.is_primary(),
-                            split_seed=args.split_seed)
-    from cgjax import checkpoint
-
-    checkpoint.write_preset(args.out, preset)  # every process (it syncs); shown by `cgjax info`
+                            split_seed=args.split_seed, preset=preset)  # preset: shown by `cgjax info`
     print(f"trained {sum(len(g.specs) for g in ms.groups.values())} models; checkpoint in {args.out}")
     if check is not None and several:
         print("note: calibration check skipped with several processes; run 'cgjax evaluate' on one")

@@ -161,7 +161,9 @@ def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray
     if max_batch is None:
         n_steps = (solver.steps or ms.schedule_cfg.timesteps) if return_distance else 0
         max_batch = distributed.default_max_batch(group.dcfg, len(members), n_steps=n_steps,
-                                                  return_distance=return_distance)
+                                                  return_distance=return_distance,
+                                                  composition=options.composition,
+                                                  corrector_steps=options.corrector_steps)
     size = distributed.round_up(min(max_batch, max(hi - lo, 1)), n_dev)
     for a, b in distributed.chunk_ranges(lo, hi, size):
         flat = np.arange(a, b)
