@@ -11,7 +11,7 @@ from cgjax.errors import CgjaxError
 def build_configs(cfg: dict, epochs=None, timesteps=None, defaults=None):
     """(ArchConfig, ScheduleConfig, TrainConfig) from a config dict with optional sections ``arch``,
     ``schedule``, ``train`` over ``defaults`` (same sections; e.g. the quick preset), with
-    ``epochs`` / ``timesteps`` overriding both. A bad value is one :class:`CgjaxError` line."""
+    ``epochs`` / ``timesteps`` overriding both (``epochs`` also sets ``min_steps`` to 0). A bad value is one :class:`CgjaxError` line."""
     defaults = defaults or {}
     try:
         arch = ArchConfig(**{**defaults.get("arch", {}), **cfg.get("arch", {})})
@@ -19,8 +19,9 @@ def build_configs(cfg: dict, epochs=None, timesteps=None, defaults=None):
         train = {**defaults.get("train", {}), **cfg.get("train", {})}
         if timesteps is not None:
             sched["timesteps"] = timesteps
-        if epochs is not None:
+        if epochs is not None:  # exactly these epochs: no floor on the steps (TrainConfig.min_steps)
             train["epochs"] = epochs
+            train["min_steps"] = 0
         return arch, ScheduleConfig(**sched), TrainConfig(**train)
     except (TypeError, ValueError) as e:
         raise CgjaxError(f"bad configuration: {e}") from None

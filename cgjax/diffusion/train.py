@@ -49,6 +49,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"  # "constant" (reference) or "cosine" (decay to 5% over the run)
     epochs: int = 1000
+    # > 0: a floor on the optimiser steps of every group. Epochs are raised to
+    # ceil(min_steps / steps per epoch) of the group with the fewest (cgjax.ensemble.fit.planned_epochs),
+    # so that a small cohort is not left with a few hundred steps; an explicit --epochs sets it to 0.
+    min_steps: int = 0
     steps_per_call: int = 100  # optimiser steps per compiled call (lax.scan substeps)
     eval_every: int = 100  # epochs between validations (model selection, checkpoints)
     val_replicates: int = 5  # samples per validation row (reference: val tiled x5)
@@ -69,6 +73,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be {rule}, got {getattr(self, field)!r}")
 
         need(is_int(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1", "--epochs")
+        need(is_int(self.min_steps) and self.min_steps >= 0, "min_steps", "an integer >= 0")
         need(is_int(self.seed) and 0 <= self.seed < 2 ** 32, "seed", "an integer in [0, 2^32)", "--seed")
         need(is_int(self.batch_size) and self.batch_size >= 2, "batch_size", "an integer >= 2 (BatchNorm needs a batch)")
         need(is_real(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a finite number > 0")

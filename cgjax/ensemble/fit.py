@@ -90,6 +90,14 @@ def steps_per_epoch(data: GroupData, batch_size: int) -> int:
     return max(1, int(math.ceil(float(np.median(n_valid)) / batch_size)))
 
 
+def planned_epochs(tcfg: TrainConfig, spes) -> int:
+    """The epochs a run trains: ``tcfg.epochs``, raised so that the group with the fewest steps per
+    epoch (``spes``, one per group) takes at least ``tcfg.min_steps`` optimiser steps."""
+    if tcfg.min_steps <= 0:
+        return tcfg.epochs
+    return max(tcfg.epochs, math.ceil(tcfg.min_steps / min(spes)))
+
+
 def new_training_run(train_data: Mapping[str, np.ndarray], train_masks: Mapping[str, np.ndarray], *,
                      modalities: Sequence[str], dims: Mapping[str, int], arch: ArchConfig,
                      schedule_cfg: ScheduleConfig, train_cfg: TrainConfig, scalers: dict,
@@ -114,19 +122,24 @@ def new_training_run(train_data: Mapping[str, np.ndarray], train_masks: Mapping[
 
 def train_model_set(run: TrainingRun, train_data, train_masks, val_data, val_masks, *,
                     progress: bool = True, on_validation=None) -> TrainingRun:
-    """Train every group up to ``train_cfg.epochs``, validating every ``eval_every`` epochs and keeping
-    each model's best parameters by ``train_cfg.select_by``. ``on_validation(run)`` is called after
-    each validation (the CLI writes a checkpoint there, so a killed run loses at most one period).
-    A run restored from a checkpoint continues from its ``epoch``."""
+    """Train every group up to ``train_cfg.epochs`` (raised by ``min_steps``: :func:`planned_epochs`;
+    the model set's ``train_cfg`` then records the epochs trained), validating every ``eval_every``
+    epochs and keeping each model's best parameters by ``train_cfg.select_by``. ``on_validation(run)``
+    is called after each validation (the CLI writes a checkpoint there, so a killed run loses at most
+    one period). A run restored from a checkpoint continues from its ``epoch``."""
     ms, tcfg = run.model_set, run.model_set.train_cfg
     schedule = make_schedule(ms.schedule_cfg)
     key = jax.random.PRNGKey(tcfg.seed)
+    data = {name: group_arrays(g, train_data, train_masks) for name, g in ms.groups.items()}
+    spes = {name: steps_per_epoch(d, tcfg.batch_size) for name, d in data.items()}
+    epochs = planned_epochs(tcfg, list(spes.values()))
+    if epochs != tcfg.epochs:
+        tcfg = ms.train_cfg = dataclasses.replace(tcfg, epochs=epochs)
     prepared = {}
     for name, g in ms.groups.items():
-        data = group_arrays(g, train_data, train_masks)
-        spe = steps_per_epoch(data, tcfg.batch_size)
+        spe = spes[name]
         multi = g.specs[0].kind == "multi"
-        prepared[name] = (data, group_arrays(g, val_data, val_masks), spe,
+        prepared[name] = (data[name], group_arrays(g, val_data, val_masks), spe,
                           make_train_fn(g.dcfg, schedule, tcfg, multi=multi, total_steps=tcfg.epochs * spe),
                           make_inference_fn(g.dcfg, schedule, tcfg, multi=multi))
     # progress in optimiser steps of every group, advanced after each compiled call (which is awaited
