@@ -116,25 +116,23 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     split = split_cohort(cohort, seed=42)  # the split pipeline.train uses (its default split_seed)
     test_c, train_c = split.split("test"), split.split("train")
     # The same number of optimiser steps at every cohort size (epochs of the whole train split).
+    # training flags given on the command line (None: the preset's value, or TrainConfig's default)
+    given = {k: getattr(args, k) for k in ("select_by", "ema_decay", "single_cond_dropout", "loss_weighting",
+                                           "min_snr_gamma", "eval_every") if getattr(args, k) is not None}
     if args.model_preset:  # the library's preset (cgjax train --preset): its sizes, epochs and schedule
         arch, sched, train_cfg = build_configs({}, args.epochs, None, PRESETS[args.model_preset])
-        train_cfg = dataclasses.replace(train_cfg, seed=args.seed, select_by=args.select_by, ema_decay=args.ema_decay,
-                                        single_cond_dropout=args.single_cond_dropout,
-                                        loss_weighting=args.loss_weighting, min_snr_gamma=args.min_snr_gamma,
-                                        **({"eval_every": args.eval_every} if args.eval_every else {}))
-        arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
-        epochs = train_cfg.epochs
+        train_cfg = dataclasses.replace(train_cfg, seed=args.seed, **given)
+        if args.parametrisation:
+            arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
     else:
         epochs = args.epochs or max(1, -(-args.train_steps * TRAIN["batch_size"] // train_c.n_samples))
-        train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed,
-                                   "select_by": args.select_by, "ema_decay": args.ema_decay,
-                                   "single_cond_dropout": args.single_cond_dropout,
-                                   "loss_weighting": args.loss_weighting, "min_snr_gamma": args.min_snr_gamma,
-                                   **({"eval_every": args.eval_every} if args.eval_every else {})})
-        arch = ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32, parametrisation=args.parametrisation)
+        train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed, **given})
+        arch = ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32,
+                          parametrisation=args.parametrisation or "eps")
         sched = ScheduleConfig(timesteps=args.timesteps)
     ms = pipeline.train(cohort, None, arch=arch, schedule_cfg=sched, train_cfg=train_cfg, progress=False)
     t_train = time.time() - t0
+    train_cfg, epochs = ms.train_cfg, ms.train_cfg.epochs  # as trained (min_steps may raise the epochs)
     test = pipeline.scaled_inputs(ms, test_c)
     rows = slice(0, min(args.max_rows, test_c.n_samples))
     test = {m: v[rows] for m, v in test.items()}
@@ -153,8 +151,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     knn = knn_impute(train, given, given_names, target, k=10)
     mice = iterative_impute(train, given, given_names, target)
 
-    base = dict(law=member.name, n_samples=n_samples, parametrisation=args.parametrisation,
-                loss_weighting=args.loss_weighting, select_by=args.select_by, ema_decay=args.ema_decay,
+    base = dict(law=member.name, n_samples=n_samples, parametrisation=ms.arch.parametrisation,
+                loss_weighting=train_cfg.loss_weighting, select_by=train_cfg.select_by, ema_decay=train_cfg.ema_decay,
                 preset=args.model_preset or f"grid {args.train_steps or '-'} steps", target=target,
                 dims=member.describe()["dims"],
                 n_rows=len(y), epochs=epochs, train_seconds=round(t_train, 1))
@@ -314,16 +312,19 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None, help="epochs instead of --train-steps")
     ap.add_argument("--hidden", type=int, default=None)
     ap.add_argument("--n-layers", type=int, default=None)
-    ap.add_argument("--select-by", default="mse", choices=("mse", "energy"))
-    ap.add_argument("--ema-decay", type=float, default=0.0)
+    ap.add_argument("--select-by", default=None, choices=("mse", "energy"),
+                    help="TrainConfig.select_by (default: the preset's, else mse)")
+    ap.add_argument("--ema-decay", type=float, default=None)
     ap.add_argument("--model-preset", default=None, choices=sorted(PRESETS),
                     help="train with a library preset (cgjax train --preset: sizes, epochs, T) instead of "
                          "--hidden / --n-layers / --timesteps / --train-steps; --epochs overrides its epochs")
-    ap.add_argument("--parametrisation", default="eps", choices=PARAMETRISATIONS,
-                    help="what the networks predict (ArchConfig.parametrisation): eps (the paper's), v or x0")
-    ap.add_argument("--loss-weighting", default="native", choices=LOSS_WEIGHTINGS,
-                    help="TrainConfig.loss_weighting: native (the parametrisation's own), eps or min_snr")
-    ap.add_argument("--min-snr-gamma", type=float, default=5.0)
+    ap.add_argument("--parametrisation", default=None, choices=PARAMETRISATIONS,
+                    help="what the networks predict (ArchConfig.parametrisation): eps (the paper's), v or x0 "
+                         "(default: the preset's, else eps)")
+    ap.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS,
+                    help="TrainConfig.loss_weighting: native (the parametrisation's own), eps or min_snr "
+                         "(default: the preset's, else native)")
+    ap.add_argument("--min-snr-gamma", type=float, default=None)
     ap.add_argument("--eval-every", type=int, default=None,
                     help="epochs between validations (model selection); default: the preset's, or once at the end")
     ap.add_argument("--no-prob-baselines", action="store_true",
