@@ -272,7 +272,8 @@ def add_parser(sub) -> None:
                                     for n in TRAIN_PRESETS)
                         + ". quick trains in minutes on 2 CPU cores (experiments/RESULTS.md)")
     p.add_argument("--config", help="JSON or TOML file with sections arch, schedule, train (over the --preset)")
-    p.add_argument("--epochs", type=int, help="training epochs (overrides the preset and the config)")
+    p.add_argument("--epochs", type=int, help="training epochs, exactly (overrides the preset and the config, "
+                                              "and the preset's min_steps)")
     p.add_argument("--timesteps", type=int, help="diffusion timesteps T (overrides the preset and the config)")
     p.add_argument("--seed", type=int, help="initialisation and batching seed (overrides the config; default 0)")
     p.add_argument("--parametrisation", default=None,
@@ -338,7 +339,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="quickstart_out", help="directory for report.md, figures/ and metrics.json")
     p.add_argument("--checkpoint", default="checkpoints/quickstart", help="where the trained models go")
     p.add_argument("--n-samples", type=int, default=QUICK_SAMPLES, help="samples of the synthetic cohort")
-    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {QUICK_TRAIN['epochs']})")
+    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {QUICK_TRAIN['epochs']}, raised to at least "
+                        f"{QUICK_TRAIN['min_steps']} optimiser steps; a value given here is exact)")
     p.add_argument("--replicates", type=int, default=5, help="imputations per test sample in the report")
     p.add_argument("--seed", type=int, default=0, help="cohort, training and sampling seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
