@@ -339,7 +339,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="quickstart_out", help="directory for report.md, figures/ and metrics.json")
     p.add_argument("--checkpoint", default="checkpoints/quickstart", help="where the trained models go")
     p.add_argument("--n-samples", type=int, default=QUICK_SAMPLES, help="samples of the synthetic cohort")
-    p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {QUICK_TRAIN['epochs']}, raised to at least "
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"training epochs (default {QUICK_TRAIN['epochs']}, raised to at least "
                         f"{QUICK_TRAIN['min_steps']} optimiser steps; a value given here is exact)")
     p.add_argument("--replicates", type=int, default=5, help="imputations per test sample in the report")
     p.add_argument("--seed", type=int, default=0, help="cohort, training and sampling seed")

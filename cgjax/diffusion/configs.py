@@ -11,7 +11,8 @@ from cgjax.errors import CgjaxError
 def build_configs(cfg: dict, epochs=None, timesteps=None, defaults=None):
     """(ArchConfig, ScheduleConfig, TrainConfig) from a config dict with optional sections ``arch``,
     ``schedule``, ``train`` over ``defaults`` (same sections; e.g. the quick preset), with
-    ``epochs`` / ``timesteps`` overriding both (``epochs`` also sets ``min_steps`` to 0). A bad value is one :class:`CgjaxError` line."""
+    ``epochs`` / ``timesteps`` overriding both (``epochs`` also sets ``min_steps`` to 0). A bad value is
+    one :class:`CgjaxError` line."""
     defaults = defaults or {}
     try:
         arch = ArchConfig(**{**defaults.get("arch", {}), **cfg.get("arch", {})})
