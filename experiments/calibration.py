@@ -6,7 +6,9 @@ same number of optimiser steps, ``--train-steps``, at every size), and
 impute ``--target`` (default: each law's first modality) for the complete test rows from every
 other modality, with each method (single, multi, coherent) and each sampler:
 
-  * ``ancestral``: DDPM on every timestep (the paper's sampler, the default);
+  * ``ancestral``: DDPM on every timestep (the paper's sampler, sigma^2 = beta; the library's default);
+  * ``ddim1@all``: DDIM with eta 1 on every timestep, i.e. the ancestral sampler with the posterior
+    variance beta_tilde (``cgjax quickstart``'s sampler);
   * ``ddim1@K`` / ``ddim0@K``: DDIM with eta 1 / 0 on K timesteps;  ``dpm@K``: DPM-Solver++(2M).
 
 Each sampler draws ``--coverage-replicates`` (>= 50) replicates per row; the first ``--replicates``
@@ -33,13 +35,17 @@ sampler with <= 50 network evaluations within 2% of the ancestral energy score.
 
 ``--model-preset quick`` trains with a library preset (``cgjax train --preset quick``: its sizes,
 epochs, batch and T) instead of the grid's ``--hidden`` / ``--n-layers`` / ``--timesteps`` /
-``--train-steps``. Note that ``--train-steps`` counts epochs of the whole train split (epochs =
+``--train-steps``; architecture and training flags given explicitly (``--hidden``, ``--n-layers``,
+``--cond-embed-dim``, ``--parametrisation``, ``--min-steps``, ``--ema-decay``, ...) replace the
+preset's values, and the CSV records what was trained. Note that ``--train-steps`` counts epochs of the whole train split (epochs =
 steps x 256 / train rows) while an epoch is ceil(n_valid / batch) steps of a group's median model,
 so with missing modalities the models take fewer optimiser steps than ``--train-steps``.
 
 Usage:
   python experiments/calibration.py --quick --out /tmp/calibration      # ~50 min on 2 CPU cores at load 15
   python experiments/calibration.py --model-preset quick --laws issue11 noisy_small --sizes 3000 --steps 20
+  python experiments/calibration.py --model-preset quick --laws issue11 --sizes 3000 --models /tmp/models \
+      --samplers ddim1@all   # reuses the models the previous line's run saved with --models /tmp/models
   python experiments/calibration.py --laws issue11 two_wide five_narrow large 0 1 2 \\
       --sizes 500 3000 30000 --train-steps 6000 --timesteps 1000 --steps 10 20 50 --out results/calibration
 """
@@ -89,8 +95,10 @@ TRAIN = dict(batch_size=256, steps_per_call=50, learning_rate=3e-3, lr_schedule=
 
 
 def samplers(steps) -> dict[str, SolverConfig]:
-    """Sampler name -> solver: the ancestral sampler, then DDIM (eta 1, 0) and DPM-Solver++ per K."""
-    out = {"ancestral": SolverConfig("ddpm")}
+    """Sampler name -> solver: the ancestral sampler (the paper's, sigma^2 = beta), the same with the
+    posterior variance (DDIM eta 1 on every timestep: the quickstart's sampler), then DDIM (eta 1, 0)
+    and DPM-Solver++ per K."""
+    out = {"ancestral": SolverConfig("ddpm"), "ddim1@all": SolverConfig("ddim", None, eta=1.0)}
     for k in steps:
         out[f"ddim1@{k}"] = SolverConfig("ddim", k, eta=1.0)
         out[f"ddim0@{k}"] = SolverConfig("ddim", k, eta=0.0)
@@ -118,19 +126,22 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     # The same number of optimiser steps at every cohort size (epochs of the whole train split).
     # training flags given on the command line (None: the preset's value, or TrainConfig's default)
     given = {k: getattr(args, k) for k in ("select_by", "ema_decay", "single_cond_dropout", "loss_weighting",
-                                           "min_snr_gamma", "eval_every") if getattr(args, k) is not None}
+                                           "min_snr_gamma", "eval_every", "min_steps") if getattr(args, k) is not None}
     if args.model_preset:  # the library's preset (cgjax train --preset): its sizes, epochs and schedule
         arch, sched, train_cfg = build_configs({}, args.epochs, None, PRESETS[args.model_preset])
         train_cfg = dataclasses.replace(train_cfg, seed=args.seed, **given)
-        if args.parametrisation:
-            arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
+        # sizes given on the command line replace the preset's
+        arch = dataclasses.replace(arch, **args.arch_given)
     else:
         epochs = args.epochs or max(1, -(-args.train_steps * TRAIN["batch_size"] // train_c.n_samples))
         train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs, "eval_every": epochs, "seed": args.seed, **given})
-        arch = ArchConfig(hidden=args.hidden, n_layers=args.n_layers, time_dim=32,
-                          parametrisation=args.parametrisation or "eps")
+        arch = ArchConfig(**{"hidden": args.hidden, "n_layers": args.n_layers, "time_dim": 32,
+                             "parametrisation": "eps", **args.arch_given})
         sched = ScheduleConfig(timesteps=args.timesteps)
-    ms = pipeline.train(cohort, None, arch=arch, schedule_cfg=sched, train_cfg=train_cfg, progress=False)
+    # --models: one checkpoint per cell, resumed (a finished one is reused as is), so that another
+    # sampler or composition can be scored on the same models without training them again
+    where = Path(args.models) / f"{member.name}-n{n_samples}-seed{args.seed}" if args.models else None
+    ms = pipeline.train(cohort, where, arch=arch, schedule_cfg=sched, train_cfg=train_cfg, progress=False)
     t_train = time.time() - t0
     train_cfg, epochs = ms.train_cfg, ms.train_cfg.epochs  # as trained (min_steps may raise the epochs)
     test = pipeline.scaled_inputs(ms, test_c)
@@ -153,6 +164,7 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
 
     base = dict(law=member.name, n_samples=n_samples, parametrisation=ms.arch.parametrisation,
                 loss_weighting=train_cfg.loss_weighting, select_by=train_cfg.select_by, ema_decay=train_cfg.ema_decay,
+                hidden=ms.arch.hidden, n_layers=ms.arch.n_layers, cond_embed_dim=ms.arch.cond_embed_dim,
                 preset=args.model_preset or f"grid {args.train_steps or '-'} steps", target=target,
                 dims=member.describe()["dims"],
                 n_rows=len(y), epochs=epochs, train_seconds=round(t_train, 1))
@@ -218,7 +230,8 @@ def check_targets(df: pd.DataFrame) -> list[str]:
             miss.append(f"gap closed {100 * r.gap_closed:.0f}% (target >= 60%)")
         acc = df[(df.law == r.law) & (df.n_samples == r.n_samples) & (df.method == r.method)
                  & (df.composition == r.composition) & (df.corrector == r.corrector) & (df.sampler != "ancestral")]
-        acc = acc[acc.sampler.str.split("@").str[1].astype(int) <= 50]
+        # accelerated: K <= 50 network evaluations ("ddim1@all" runs every timestep: not accelerated)
+        acc = acc[pd.to_numeric(acc.sampler.str.split("@").str[1], errors="coerce") <= 50]
         ok = acc[acc.energy_excess_pct <= (1 + r.energy_excess_pct / 100) * 102 - 100]
         if len(acc) and not len(ok):
             best = acc.loc[acc.energy_excess_pct.idxmin()]
@@ -310,8 +323,10 @@ def main(argv=None):
     ap.add_argument("--train-steps", type=int, default=None,
                     help="optimiser steps (batch 256) per model; epochs follow from the train split's size")
     ap.add_argument("--epochs", type=int, default=None, help="epochs instead of --train-steps")
-    ap.add_argument("--hidden", type=int, default=None)
+    ap.add_argument("--hidden", type=int, default=None, help="with --model-preset: replaces the preset's")
     ap.add_argument("--n-layers", type=int, default=None)
+    ap.add_argument("--cond-embed-dim", type=int, default=None)
+    ap.add_argument("--min-steps", type=int, default=None, help="floor on optimiser steps (default: the preset's)")
     ap.add_argument("--select-by", default=None, choices=("mse", "energy"),
                     help="TrainConfig.select_by (default: the preset's, else mse)")
     ap.add_argument("--ema-decay", type=float, default=None)
@@ -343,7 +358,13 @@ def main(argv=None):
     ap.add_argument("--target", default=None, help="modality to impute (default: each law's first)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="calibration_results")
+    ap.add_argument("--models", default=None,
+                    help="folder for the trained models, one checkpoint per law and size; a finished one "
+                         "with the same configuration is reused instead of trained again")
     args = ap.parse_args(argv)
+    # architecture flags given on the command line (before the grid's defaults fill the others in)
+    args.arch_given = {k: getattr(args, k) for k in ("hidden", "n_layers", "cond_embed_dim", "parametrisation")
+                       if getattr(args, k) is not None}
     if args.model_preset:
         args.timesteps = PRESETS[args.model_preset].get("schedule", {}).get("timesteps", ScheduleConfig().timesteps)
     preset = QUICK if args.quick else FULL

@@ -18,12 +18,15 @@ through the forward process: a mixture of N(a m_c, a^2 S_c + s^2 I) (float64).
 Usage:
   python experiments/eps_error_by_noise.py --law two_wide --parametrisation eps
   python experiments/eps_error_by_noise.py --law two_wide --parametrisation v --loss-weighting eps
+  python experiments/eps_error_by_noise.py --law issue11 --models /tmp/models   # the quick preset's model
+                                                                   # that calibration.py --models trained
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -59,8 +62,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--law", default="two_wide")
     ap.add_argument("--n-samples", type=int, default=3000)
-    ap.add_argument("--parametrisation", default="eps", choices=PARAMETRISATIONS)
-    ap.add_argument("--loss-weighting", default="native", choices=LOSS_WEIGHTINGS)
+    ap.add_argument("--parametrisation", default=None, choices=PARAMETRISATIONS, help="default: the quick preset's")
+    ap.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS, help="default: the quick preset's")
+    ap.add_argument("--models", default=None,
+                    help="calibration.py's --models folder: reuse (or write) this law's checkpoint there")
     ap.add_argument("--max-rows", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -68,9 +73,10 @@ def main(argv=None):
     member = zoo.law(args.law, n_samples=args.n_samples)
     cohort = member.cohort(seed=args.seed)
     arch, sched_cfg, tcfg = build_configs({}, None, None, PRESETS["quick"])
-    arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
-    tcfg = dataclasses.replace(tcfg, seed=args.seed, loss_weighting=args.loss_weighting)
-    ms = pipeline.train(cohort, None, arch=arch, schedule_cfg=sched_cfg, train_cfg=tcfg, progress=False)
+    arch = dataclasses.replace(arch, parametrisation=args.parametrisation or arch.parametrisation)
+    tcfg = dataclasses.replace(tcfg, seed=args.seed, loss_weighting=args.loss_weighting or tcfg.loss_weighting)
+    where = Path(args.models) / f"{member.name}-n{args.n_samples}-seed{args.seed}" if args.models else None
+    ms = pipeline.train(cohort, where, arch=arch, schedule_cfg=sched_cfg, train_cfg=tcfg, progress=False)
 
     target = member.modalities[0]
     test_c = split_cohort(cohort, seed=42).split("test")  # pipeline.train's split
@@ -112,8 +118,8 @@ def main(argv=None):
     x0 = post.sample(rng, 1)[0]
     x0 = (x0 - mu) / sd
     x = rng.standard_normal((N, D))  # the network's own ancestral trajectory
-    print(f"{member.name}, n = {args.n_samples}, multi model, parametrisation {args.parametrisation}, "
-          f"loss weighting {args.loss_weighting}, T = {schedule.timesteps}, {N} test rows, target {target} ({D})")
+    print(f"{member.name}, n = {args.n_samples}, multi model, parametrisation {ms.arch.parametrisation}, "
+          f"loss weighting {ms.train_cfg.loss_weighting}, T = {schedule.timesteps}, {N} test rows, target {target} ({D})")
     print("|   t | abar | rel. eps error (exact x_t) | implied x0 error / D | active ReLU share | E|x_t|^2/D (own trajectory) |")
     print("|---|---|---|---|---|---|")
     for t in range(schedule.timesteps - 1, -1, -1):

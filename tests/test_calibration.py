@@ -134,6 +134,8 @@ def test_experiment_checks_the_issue_targets():
     df = pd.DataFrame([
         row("a", 3000, "multi", "ancestral", 1.1, 3.0, 0.7), row("a", 3000, "multi", "dpm@10", 1.1, 4.9, 0.7),
         row("a", 3000, "coherent", "ancestral", 1.5, 12.0, 0.3), row("a", 3000, "coherent", "dpm@10", 2, 20.0, 0.1),
+        # every timestep (T evaluations): never the accelerated sampler, whatever its score
+        row("a", 3000, "coherent", "ddim1@all", 1.0, 12.0, 0.7),
         row("a", 500, "multi", "ancestral", 3.0, 50.0, -1.0),  # < 3000 samples: not checked
     ])
     lines = exp.check_targets(df)
