@@ -37,9 +37,10 @@ sampler with <= 50 network evaluations within 2% of the ancestral energy score.
 epochs, batch and T) instead of the grid's ``--hidden`` / ``--n-layers`` / ``--timesteps`` /
 ``--train-steps``; architecture and training flags given explicitly (``--hidden``, ``--n-layers``,
 ``--cond-embed-dim``, ``--parametrisation``, ``--min-steps``, ``--ema-decay``, ...) replace the
-preset's values, and the CSV records what was trained. Note that ``--train-steps`` counts epochs of the whole train split (epochs =
-steps x 256 / train rows) while an epoch is ceil(n_valid / batch) steps of a group's median model,
-so with missing modalities the models take fewer optimiser steps than ``--train-steps``.
+preset's values, and the CSV records what was trained. Note that ``--train-steps`` counts epochs
+of the whole train split (epochs = steps x 256 / train rows) while an epoch is ceil(n_valid / batch)
+steps of a group's median model, so with missing modalities the models take fewer optimiser steps
+than ``--train-steps``.
 
 Usage:
   python experiments/calibration.py --quick --out /tmp/calibration      # ~50 min on 2 CPU cores at load 15
