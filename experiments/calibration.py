@@ -127,7 +127,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     # The same number of optimiser steps at every cohort size (epochs of the whole train split).
     # training flags given on the command line (None: the preset's value, or TrainConfig's default)
     given = {k: getattr(args, k) for k in ("select_by", "ema_decay", "single_cond_dropout", "loss_weighting",
-                                           "min_snr_gamma", "eval_every", "min_steps") if getattr(args, k) is not None}
+                                           "min_snr_gamma", "eval_every", "min_steps", "weight_decay")
+             if getattr(args, k) is not None}
     if args.model_preset:  # the library's preset (cgjax train --preset): its sizes, epochs and schedule
         arch, sched, train_cfg = build_configs({}, args.epochs, None, PRESETS[args.model_preset])
         train_cfg = dataclasses.replace(train_cfg, seed=args.seed, **given)
@@ -165,6 +166,7 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
 
     base = dict(law=member.name, n_samples=n_samples, parametrisation=ms.arch.parametrisation,
                 loss_weighting=train_cfg.loss_weighting, select_by=train_cfg.select_by, ema_decay=train_cfg.ema_decay,
+                weight_decay=train_cfg.weight_decay,
                 hidden=ms.arch.hidden, n_layers=ms.arch.n_layers, cond_embed_dim=ms.arch.cond_embed_dim,
                 preset=args.model_preset or f"grid {args.train_steps or '-'} steps", target=target,
                 dims=member.describe()["dims"],
@@ -328,6 +330,7 @@ def main(argv=None):
     ap.add_argument("--n-layers", type=int, default=None)
     ap.add_argument("--cond-embed-dim", type=int, default=None)
     ap.add_argument("--min-steps", type=int, default=None, help="floor on optimiser steps (default: the preset's)")
+    ap.add_argument("--weight-decay", type=float, default=None, help="AdamW decay of the weight matrices")
     ap.add_argument("--select-by", default=None, choices=("mse", "energy"),
                     help="TrainConfig.select_by (default: the preset's, else mse)")
     ap.add_argument("--ema-decay", type=float, default=None)

@@ -64,6 +64,9 @@ class TrainConfig:
     # "native" (the parametrisation's own; the paper's with eps), "eps" or "min_snr" (capped at min_snr_gamma)
     loss_weighting: str = "native"
     min_snr_gamma: float = 5.0
+    # > 0: decoupled weight decay (AdamW, Loshchilov & Hutter 2019) on the weight matrices only (not
+    # biases, BatchNorm or embeddings' biases); each step multiplies them by 1 - lr_t * weight_decay
+    weight_decay: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -90,6 +93,7 @@ class TrainConfig:
         need(is_real(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
         need(self.loss_weighting in LOSS_WEIGHTINGS, "loss_weighting", f"one of {LOSS_WEIGHTINGS}")
         need(is_real(self.min_snr_gamma) and self.min_snr_gamma > 0, "min_snr_gamma", "a finite number > 0")
+        need(is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -119,10 +123,13 @@ class TrainState(NamedTuple):
 def make_optimizer(cfg: TrainConfig, total_steps: int = 1):
     """Adam with torch's defaults (docs/reference.md 3.1), no clipping; a constant learning rate as in the
     reference, or a cosine decay to 5% of it over ``total_steps`` (converges in fewer steps, which
-    is what a CPU-sized run needs)."""
+    is what a CPU-sized run needs). With ``weight_decay`` > 0, AdamW on the weight matrices."""
     lr = cfg.learning_rate
     if cfg.lr_schedule == "cosine":
         lr = optax.cosine_decay_schedule(cfg.learning_rate, max(total_steps, 1), alpha=0.05)
+    if cfg.weight_decay > 0:
+        matrices = lambda params: jax.tree.map(lambda w: w.ndim >= 2, params)  # one model's params
+        return optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=cfg.weight_decay, mask=matrices)
     return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
 
 
