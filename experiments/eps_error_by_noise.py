@@ -103,16 +103,9 @@ def main(argv=None):
     def net(x, t):
         """(eps_hat f32[N, D], active share per hidden layer f32[L - 1])."""
         tv = jnp.full((N,), t, jnp.int32)
-        t_emb = denoiser.time_embedding(params, tv, cfg.time_dim)
-        l0 = params["layers"][0]
-        h = x @ l0["w_x"] + t_emb @ l0["w_t"] + denoiser.cond_embedding(params, conds, masks) @ l0["w_c"] + l0["b"][None]
-        active = []
-        for i, layer in enumerate(params["layers"][1:]):  # denoiser.apply(train=False), unrolled
-            h, _ = denoiser._batch_norm(h, params["bn"][i], stats[i], cfg, False)
-            h = jax.nn.relu(h)
-            active.append(jnp.mean(h > 0))
-            h = h @ layer["w_h"] + t_emb @ layer["w_t"] + layer["b"][None]
-        return to_eps(cfg.parametrisation, h, x, schedule.alpha_bars[t]), jnp.stack(active)
+        out, _, hidden = denoiser.apply(params, stats, x, tv, conds, masks, cfg, train=False, return_hidden=True)
+        active = jnp.stack([jnp.mean(h > 0) for h in hidden])
+        return to_eps(cfg.parametrisation, out, x, schedule.alpha_bars[t]), active
 
     rng = np.random.default_rng(args.seed)
     x0 = post.sample(rng, 1)[0]

@@ -122,6 +122,24 @@ def test_inference_is_row_independent():
     assert np.abs(np.asarray(tr_full[0] - tr_alone[0])).max() > 1e-3
 
 
+def test_hidden_activations_are_what_the_output_layer_reads():
+    """``return_hidden``: the same output, plus n_layers - 1 post-ReLU activations [B, H], the last
+    of which the output layer maps to the prediction (re-derived here in float64 numpy)."""
+    params, stats = denoiser.init(jax.random.PRNGKey(1), CFG)
+    stats = _trained_stats(params, stats, jax.random.PRNGKey(2))
+    x, t, c, m = _inputs(jax.random.PRNGKey(3), 10)
+    out, _ = denoiser.apply(params, stats, x, t, c, m, CFG, train=False)
+    out2, _, hidden = denoiser.apply(params, stats, x, t, c, m, CFG, train=False, return_hidden=True)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(out2))
+    assert len(hidden) == CFG.n_layers - 1 and all(h.shape == (10, CFG.hidden) for h in hidden)
+    assert all(float(jnp.min(h)) >= 0 for h in hidden)
+    last = params["layers"][-1]
+    f64 = lambda a: np.asarray(a, np.float64)
+    t_emb = f64(denoiser.time_embedding(params, t, CFG.time_dim))
+    np.testing.assert_allclose(f64(hidden[-1]) @ f64(last["w_h"]) + t_emb @ f64(last["w_t"]) + f64(last["b"]),
+                               f64(out), rtol=1e-4, atol=1e-5)
+
+
 def test_batchnorm_running_stats_follow_torch():
     params, stats = denoiser.init(jax.random.PRNGKey(1), CFG)
     x, t, c, m = _inputs(jax.random.PRNGKey(3), 12)

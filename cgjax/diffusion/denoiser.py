@@ -180,13 +180,16 @@ def _batch_norm(x, p, s, cfg: DenoiserConfig, train: bool):
     return y, new_s
 
 
-def apply(params, batch_stats, x_t, t, conds, masks, cfg: DenoiserConfig, *, train: bool):
+def apply(params, batch_stats, x_t, t, conds, masks, cfg: DenoiserConfig, *, train: bool,
+          return_hidden: bool = False):
     """Predict the noise (or v or x_0, as ``cfg.parametrisation`` says; the network is the same).
 
     x_t: f32[B, F]; t: int[B]; conds: f32[B, K, C] (C >= max(cond_dims)); masks: f32[B, K] (checked
     when traced: a wrong shape is an AssertionError naming the argument, not a broadcast).
-    Returns (eps_hat f32[B, F], new batch_stats). In inference (``train=False``) batch_stats are
-    returned unchanged and every output row depends only on its own input row.
+    Returns (eps_hat f32[B, F], new batch_stats), and with ``return_hidden`` a third element: the
+    n_layers - 1 hidden activations after BatchNorm and ReLU, f32[B, H] each (for diagnostics, e.g.
+    which units are active). In inference (``train=False``) batch_stats are returned unchanged and
+    every output row depends only on its own input row.
     """
     B, K = x_t.shape[0], cfg.n_conds
     chex.assert_shape([x_t, t, conds, masks], [(B, cfg.x_dim), (B,), (B, K, None), (B, K)])
@@ -195,13 +198,14 @@ def apply(params, batch_stats, x_t, t, conds, masks, cfg: DenoiserConfig, *, tra
     c_emb = cond_embedding(params, conds, masks)
     l0 = params["layers"][0]
     h = x_t @ l0["w_x"] + t_emb @ l0["w_t"] + c_emb @ l0["w_c"] + l0["b"][None]
-    new_stats = []
+    new_stats, hidden = [], []
     for i, layer in enumerate(params["layers"][1:]):
         h, s = _batch_norm(h, params["bn"][i], batch_stats[i], cfg, train)
         new_stats.append(s)
         h = jax.nn.relu(h)
+        hidden.append(h)
         h = h @ layer["w_h"] + t_emb @ layer["w_t"] + layer["b"][None]
-    return h, new_stats
+    return (h, new_stats, hidden) if return_hidden else (h, new_stats)
 
 
 def param_shapes(cfg: DenoiserConfig) -> dict:
