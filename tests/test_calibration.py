@@ -9,6 +9,7 @@ from threadpoolctl import threadpool_limits
 
 from cgjax.datasets import zoo
 from cgjax.scoring import calibration as cal
+from experiment_scripts import load as load_experiment
 from cgjax.scoring.metrics import r2_pooled
 
 R = 10
@@ -119,15 +120,9 @@ def test_pit_ranks_and_uniformity_by_hand():
 def test_experiment_checks_the_issue_targets():
     """experiments/calibration.py's target check: met, missed (with the numbers), and the accelerated
     sampler's 2% energy criterion relative to the ancestral sampler."""
-    import importlib.util
-    import pathlib
-
     import pandas as pd
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "calibration.py"
-    spec = importlib.util.spec_from_file_location("calibration_experiment", path)
-    exp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exp)
+    exp = load_experiment("calibration")
     row = lambda law, n, method, sampler, ratio, excess, gap: dict(
         law=law, n_samples=n, method=method, sampler=sampler, variance_ratio=ratio, energy_excess_pct=excess,
         gap_closed=gap)
@@ -149,15 +144,9 @@ def test_experiment_energy_ratios_over_the_probabilistic_baselines():
     """experiments/calibration.py's issue-14 ratios: (1 + excess_method) / (1 + excess_baseline), both
     against the same exact draws, per (law, size, parametrisation); the verdict names the baselines
     the method does not beat."""
-    import importlib.util
-    import pathlib
-
     import pandas as pd
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "calibration.py"
-    spec = importlib.util.spec_from_file_location("calibration_experiment", path)
-    exp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exp)
+    exp = load_experiment("calibration")
     row = lambda method, sampler, excess: dict(law="a", n_samples=3000, parametrisation="eps", method=method,
                                                sampler=sampler, energy_excess_pct=excess)
     df = pd.DataFrame([row("gaussian_sample", "-", 10.0), row("mice_sample", "-", 32.0),

@@ -1,19 +1,10 @@
 """The exact posterior eps of experiments/eps_error_by_noise.py: -s times the gradient of the
 diffused mixture's log density, checked by central finite differences of that density in float64."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 from scipy.stats import multivariate_normal
 
-
-def _load():
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "eps_error_by_noise.py"
-    spec = importlib.util.spec_from_file_location("eps_error_by_noise", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from experiment_scripts import load
 
 
 def test_exact_eps_is_minus_s_times_the_score_of_the_diffused_mixture():
@@ -32,5 +23,5 @@ def test_exact_eps_is_minus_s_times_the_score_of_the_diffused_mixture():
 
     h = 1e-5
     fd = np.array([[(log_p(n, x[n] + h * e) - log_p(n, x[n] - h * e)) / (2 * h) for e in np.eye(D)] for n in range(N)])
-    got = _load().exact_eps(x, a, s, weights, means, covs)
+    got = load("eps_error_by_noise").exact_eps(x, a, s, weights, means, covs)
     np.testing.assert_allclose(got, -s * fd, rtol=1e-5, atol=1e-7)

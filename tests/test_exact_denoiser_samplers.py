@@ -5,25 +5,15 @@ form, carried here in float64 with the textbook DDPM formulas (Ho et al. 2020, e
 script's samples must match it, and the closed form shows the property the script reports: at
 T = 100 the posterior variance beta_tilde under-disperses by several percent, beta does not."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
 from cgjax.sampling.solvers import SolverConfig, make_solver
+from experiment_scripts import load
 
 MU = np.array([1.5, -0.5])
 COV = np.array([[1.0, 0.6], [0.6, 0.5]])
-
-
-def _load():
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "exact_denoiser_samplers.py"
-    spec = importlib.util.spec_from_file_location("exact_denoiser_samplers", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def closed_form(schedule, kind: str):
@@ -53,7 +43,7 @@ def closed_form(schedule, kind: str):
 
 @pytest.mark.parametrize("name, kind", [("ancestral", "ddpm"), ("ddim1@all", "ddim1")])
 def test_exact_eps_samples_match_the_closed_form_law(name, kind):
-    exp = _load()
+    exp = load("exact_denoiser_samplers")
     schedule = make_schedule(ScheduleConfig(timesteps=100))
     n = 20000
     weights, means, covs = np.ones((n, 1)), np.broadcast_to(MU, (n, 1, 2)), COV[None]
@@ -77,11 +67,7 @@ def test_exact_eps_samples_match_the_closed_form_law(name, kind):
 
 def test_samplers_match_calibration_experiment():
     """The script scores the same samplers, by the same names, as experiments/calibration.py."""
-    cal_path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "calibration.py"
-    spec = importlib.util.spec_from_file_location("calibration_experiment", cal_path)
-    cal = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cal)
-    ours, theirs = _load().samplers(50), cal.samplers([50])
+    ours, theirs = load("exact_denoiser_samplers").samplers(50), load("calibration").samplers([50])
     assert set(ours) <= set(theirs)
     assert all(ours[k] == theirs[k] for k in ours)
     assert SolverConfig("ddim", None, eta=1.0) == ours["ddim1@all"]

@@ -1,22 +1,15 @@
 """experiments/peers.py's data recipe (split, feature choice, scaling) and scoring, without the peers."""
 
-import importlib.util
-import pathlib
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from experiment_scripts import load
+
 
 @pytest.fixture(scope="module")
 def peers():
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "peers.py"
-    spec = importlib.util.spec_from_file_location("peers_experiment", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load("peers")
 
 
 def test_split_takes_test_rows_from_complete_patients_only(peers):
