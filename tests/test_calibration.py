@@ -158,3 +158,24 @@ def test_experiment_energy_ratios_over_the_probabilistic_baselines():
                         "(worse than gaussian_sample)")  # 1.21 / 1.10, 1.21 / 1.32, 1.21 / 1.65
     assert lines[1].endswith("gaussian_sample 0.909, mice_sample 0.758, knn_sample 0.606 (better than every baseline)")
     assert exp.energy_ratios(df[~df.method.str.endswith("_sample")]) == []  # no baselines, no ratios
+
+
+def test_experiment_reuses_its_models(tmp_path):
+    """experiments/calibration.py end to end on a tiny preset: the first run trains and saves the
+    models under --models, the second finds them finished and reuses them (no training: the
+    checkpoint files are untouched) and scores every sampler to the same numbers."""
+    import pandas as pd
+
+    exp = load_experiment("calibration")
+    args = ["--model-preset", "tiny", "--epochs", "2", "--laws", "two_wide", "--sizes", "500", "--methods", "multi",
+            "--steps", "5", "--samplers", "ancestral", "ddim1@all", "--max-rows", "12", "--replicates", "3",
+            "--coverage-replicates", "4", "--no-prob-baselines", "--models", str(tmp_path / "models")]
+    first = exp.main(args + ["--out", str(tmp_path / "a")])
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "models").rglob("*") if p.is_file()}
+    assert files and (tmp_path / "models" / "two_wide-n500-seed0").is_dir()
+    second = exp.main(args + ["--out", str(tmp_path / "b")])
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "models").rglob("*") if p.is_file()} == files
+    assert set(first.sampler) >= {"ancestral", "ddim1@all", "posterior"}
+    scores = ["r2_mean", "variance_ratio", "energy_excess_pct", "coverage"]
+    pd.testing.assert_frame_equal(first[["method", "sampler", *scores]], second[["method", "sampler", *scores]])
+    assert (tmp_path / "b" / "calibration.md").exists()
