@@ -8,7 +8,7 @@ other modality, with each method (single, multi, coherent) and each sampler:
 
   * ``ancestral``: DDPM on every timestep (the paper's sampler, sigma^2 = beta; the library's default);
   * ``ddim1@all``: DDIM with eta 1 on every timestep, i.e. the ancestral sampler with the posterior
-    variance beta_tilde (``cgjax quickstart``'s sampler);
+    variance beta_tilde (``cgjax quickstart``'s sampler until 2026-11-30);
   * ``ddim1@K`` / ``ddim0@K``: DDIM with eta 1 / 0 on K timesteps;  ``dpm@K``: DPM-Solver++(2M).
 
 Each sampler draws ``--coverage-replicates`` (>= 50) replicates per row; the first ``--replicates``
@@ -97,8 +97,7 @@ TRAIN = dict(batch_size=256, steps_per_call=50, learning_rate=3e-3, lr_schedule=
 
 def samplers(steps) -> dict[str, SolverConfig]:
     """Sampler name -> solver: the ancestral sampler (the paper's, sigma^2 = beta), the same with the
-    posterior variance (DDIM eta 1 on every timestep: the quickstart's sampler), then DDIM (eta 1, 0)
-    and DPM-Solver++ per K."""
+    posterior variance (DDIM eta 1 on every timestep), then DDIM (eta 1, 0) and DPM-Solver++ per K."""
     out = {"ancestral": SolverConfig("ddpm"), "ddim1@all": SolverConfig("ddim", None, eta=1.0)}
     for k in steps:
         out[f"ddim1@{k}"] = SolverConfig("ddim", k, eta=1.0)
