@@ -64,8 +64,9 @@ class TrainConfig:
     # "native" (the parametrisation's own; the paper's with eps), "eps" or "min_snr" (capped at min_snr_gamma)
     loss_weighting: str = "native"
     min_snr_gamma: float = 5.0
-    # > 0: decoupled weight decay (AdamW, Loshchilov & Hutter 2019) on the weight matrices only (not
-    # biases, BatchNorm or embeddings' biases); each step multiplies them by 1 - lr_t * weight_decay
+    # > 0: decoupled weight decay (AdamW, Loshchilov & Hutter 2019) on the weight matrices only (those
+    # of the embeddings included; not biases or BatchNorm's scale and shift): each step multiplies
+    # them by 1 - lr_t * weight_decay
     weight_decay: float = 0.0
     seed: int = 0
 
