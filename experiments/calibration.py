@@ -106,6 +106,12 @@ def samplers(steps) -> dict[str, SolverConfig]:
     return out
 
 
+def model_dir(models, law: str, n_samples: int, seed: int) -> Path | None:
+    """Where ``--models`` keeps one cell's checkpoint (None without ``--models``); other scripts
+    (eps_error_by_noise.py) read the same models from here."""
+    return Path(models) / f"{law}-n{n_samples}-seed{seed}" if models else None
+
+
 def draw(ms, target: str, given: dict, method: str, solver: SolverConfig, replicates: int, seed: int,
          composition: str = "average", corrector_steps: int = 0, corrector_snr: float = 0.5) -> np.ndarray:
     """The one call into the library's sampling API (kept here alone so that API changes touch one
@@ -141,8 +147,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
         sched = ScheduleConfig(timesteps=args.timesteps)
     # --models: one checkpoint per cell, resumed (a finished one is reused as is), so that another
     # sampler or composition can be scored on the same models without training them again
-    where = Path(args.models) / f"{member.name}-n{n_samples}-seed{args.seed}" if args.models else None
-    ms = pipeline.train(cohort, where, arch=arch, schedule_cfg=sched, train_cfg=train_cfg, progress=False)
+    ms = pipeline.train(cohort, model_dir(args.models, member.name, n_samples, args.seed), arch=arch,
+                        schedule_cfg=sched, train_cfg=train_cfg, progress=False)
     t_train = time.time() - t0
     train_cfg, epochs = ms.train_cfg, ms.train_cfg.epochs  # as trained (min_steps may raise the epochs)
     test = pipeline.scaled_inputs(ms, test_c)

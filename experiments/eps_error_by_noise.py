@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +39,8 @@ from cgjax.diffusion.configs import build_configs
 from cgjax.diffusion.parametrisation import LOSS_WEIGHTINGS, PARAMETRISATIONS, to_eps
 from cgjax.diffusion.schedule import ddpm_step, make_schedule
 from cgjax.presets import PRESETS
+
+from calibration import model_dir  # a sibling script: where its --models keeps each law's checkpoint
 
 
 def exact_eps(x, a, s, weights, means, covs):
@@ -75,8 +76,8 @@ def main(argv=None):
     arch, sched_cfg, tcfg = build_configs({}, None, None, PRESETS["quick"])
     arch = dataclasses.replace(arch, parametrisation=args.parametrisation or arch.parametrisation)
     tcfg = dataclasses.replace(tcfg, seed=args.seed, loss_weighting=args.loss_weighting or tcfg.loss_weighting)
-    where = Path(args.models) / f"{member.name}-n{args.n_samples}-seed{args.seed}" if args.models else None
-    ms = pipeline.train(cohort, where, arch=arch, schedule_cfg=sched_cfg, train_cfg=tcfg, progress=False)
+    ms = pipeline.train(cohort, model_dir(args.models, member.name, args.n_samples, args.seed), arch=arch,
+                        schedule_cfg=sched_cfg, train_cfg=tcfg, progress=False)
 
     target = member.modalities[0]
     test_c = split_cohort(cohort, seed=42).split("test")  # pipeline.train's split
@@ -112,7 +113,8 @@ def main(argv=None):
     x0 = (x0 - mu) / sd
     x = rng.standard_normal((N, D))  # the network's own ancestral trajectory
     print(f"{member.name}, n = {args.n_samples}, multi model, parametrisation {ms.arch.parametrisation}, "
-          f"loss weighting {ms.train_cfg.loss_weighting}, T = {schedule.timesteps}, {N} test rows, target {target} ({D})")
+          f"loss weighting {ms.train_cfg.loss_weighting}, T = {schedule.timesteps}, {N} test rows, "
+          f"target {target} ({D})")
     print("|   t | abar | rel. eps error (exact x_t) | implied x0 error / D | active ReLU share | E|x_t|^2/D (own trajectory) |")
     print("|---|---|---|---|---|---|")
     for t in range(schedule.timesteps - 1, -1, -1):

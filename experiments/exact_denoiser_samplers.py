@@ -21,9 +21,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -32,25 +32,15 @@ from cgjax import pipeline
 from cgjax.data import split_cohort
 from cgjax.datasets import zoo
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
-from cgjax.sampling.solvers import SolverConfig, make_solver
+from cgjax.sampling.solvers import make_solver
 from cgjax.scoring import calibration as cal
 
+# sibling scripts (``python experiments/<name>.py`` puts this folder on the path): the exact
+# posterior eps, and the samplers calibration.py scores, under the same names
+from calibration import samplers
+from eps_error_by_noise import exact_eps
+
 LAWS = ("issue11", "two_wide", "noisy_small", "five_narrow", "tcga_default", "0", "1")
-
-
-def _exact_eps():
-    path = Path(__file__).resolve().parent / "eps_error_by_noise.py"
-    spec = importlib.util.spec_from_file_location("eps_error_by_noise", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.exact_eps
-
-
-def samplers(steps: int) -> dict[str, SolverConfig]:
-    """The samplers of calibration.py at one K."""
-    return {"ancestral": SolverConfig("ddpm"), "ddim1@all": SolverConfig("ddim", None, eta=1.0),
-            f"ddim1@{steps}": SolverConfig("ddim", steps, eta=1.0), f"ddim0@{steps}": SolverConfig("ddim", steps),
-            f"dpm@{steps}": SolverConfig("dpm", steps)}
 
 
 def run(x_T, solver, schedule, eps_fn, rng):
@@ -63,8 +53,7 @@ def run(x_T, solver, schedule, eps_fn, rng):
         a, s = np.sqrt(abar[t]), np.sqrt(1 - abar[t])
         eps = jnp.asarray(eps_fn(np.asarray(x, np.float64), a, s), jnp.float32)
         z = jnp.asarray(rng.standard_normal(x.shape), jnp.float32) if solver.stochastic else None
-        xs_k = {name: v[k] for name, v in solver.xs.items()} if isinstance(solver.xs, dict) else solver.xs[k]
-        x, aux = solver.step(aux, x, eps, z, xs_k)
+        x, aux = solver.step(aux, x, eps, z, jax.tree.map(lambda v: v[k], solver.xs))
     return np.asarray(x, np.float64)
 
 
@@ -96,7 +85,6 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="CSV of every row")
     args = ap.parse_args(argv)
-    exact_eps = _exact_eps()
     records = []
     for law_name in args.laws:
         member, target, post, mu, sd, y = law_rows(law_name, args.n_samples, args.max_rows, args.seed)
@@ -111,7 +99,7 @@ def main(argv=None):
         exact_many = (post.sample(args.seed + 2, R) - mu) / sd
         for T in args.timesteps:
             schedule = make_schedule(ScheduleConfig(timesteps=T))
-            for name, cfg in samplers(min(args.steps, T)).items():
+            for name, cfg in samplers([min(args.steps, T)]).items():
                 rng = np.random.default_rng(args.seed + 7)
                 x = run(rng.standard_normal((R * N, D)), make_solver(schedule, cfg), schedule, eps_fn, rng)
                 samples = x.reshape(R, N, D)

@@ -47,9 +47,9 @@ def test_exact_eps_samples_match_the_closed_form_law(name, kind):
     schedule = make_schedule(ScheduleConfig(timesteps=100))
     n = 20000
     weights, means, covs = np.ones((n, 1)), np.broadcast_to(MU, (n, 1, 2)), COV[None]
-    eps_fn = lambda x, a, s: exp._exact_eps()(x, a, s, weights, means, covs)
+    eps_fn = lambda x, a, s: exp.exact_eps(x, a, s, weights, means, covs)
     rng = np.random.default_rng(0)
-    solver = make_solver(schedule, exp.samplers(50)[name])
+    solver = make_solver(schedule, exp.samplers([50])[name])
     x = exp.run(rng.standard_normal((n, 2)), solver, schedule, eps_fn, rng)
     mean, cov = closed_form(schedule, kind)
     np.testing.assert_allclose(mean, MU, atol=1e-4)  # exact eps keeps the mean (x_{T-1} ~ N(0, I) is not quite q)
@@ -67,7 +67,7 @@ def test_exact_eps_samples_match_the_closed_form_law(name, kind):
 
 def test_samplers_match_calibration_experiment():
     """The script scores the same samplers, by the same names, as experiments/calibration.py."""
-    ours, theirs = load("exact_denoiser_samplers").samplers(50), load("calibration").samplers([50])
+    ours, theirs = load("exact_denoiser_samplers").samplers([50]), load("calibration").samplers([50])
     assert set(ours) <= set(theirs)
     assert all(ours[k] == theirs[k] for k in ours)
     assert SolverConfig("ddim", None, eta=1.0) == ours["ddim1@all"]
