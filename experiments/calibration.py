@@ -36,7 +36,7 @@ sampler with <= 50 network evaluations within 2% of the ancestral energy score.
 ``--model-preset quick`` trains with a library preset (``cgjax train --preset quick``: its sizes,
 epochs, batch and T) instead of the grid's ``--hidden`` / ``--n-layers`` / ``--timesteps`` /
 ``--train-steps``; architecture and training flags given explicitly (``--hidden``, ``--n-layers``,
-``--cond-embed-dim``, ``--parametrisation``, ``--min-steps``, ``--ema-decay``, ...) replace the
+``--cond-embed-dim``, ``--parametrisation``, ``--anchor``, ``--min-steps``, ``--ema-decay``, ...) replace the
 preset's values, and the CSV records what was trained. Note that ``--train-steps`` counts epochs
 of the whole train split (epochs = steps x 256 / train rows) while an epoch is ceil(n_valid / batch)
 steps of a group's median model, so with missing modalities the models take fewer optimiser steps
@@ -71,6 +71,7 @@ from cgjax.diffusion.train import TrainConfig
 from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.configs import build_configs
 from cgjax.presets import PRESETS
+from cgjax.diffusion.anchor import ANCHORS
 from cgjax.diffusion.parametrisation import LOSS_WEIGHTINGS, PARAMETRISATIONS
 from cgjax.ensemble import sample_target
 from cgjax.scoring import calibration as cal
@@ -171,7 +172,7 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
 
     base = dict(law=member.name, n_samples=n_samples, parametrisation=ms.arch.parametrisation,
                 loss_weighting=train_cfg.loss_weighting, select_by=train_cfg.select_by, ema_decay=train_cfg.ema_decay,
-                weight_decay=train_cfg.weight_decay,
+                weight_decay=train_cfg.weight_decay, anchor=ms.arch.anchor,
                 hidden=ms.arch.hidden, n_layers=ms.arch.n_layers, cond_embed_dim=ms.arch.cond_embed_dim,
                 preset=args.model_preset or f"grid {args.train_steps or '-'} steps", target=target,
                 dims=member.describe()["dims"],
@@ -345,6 +346,9 @@ def main(argv=None):
     ap.add_argument("--parametrisation", default=None, choices=PARAMETRISATIONS,
                     help="what the networks predict (ArchConfig.parametrisation): eps (the paper's), v or x0 "
                          "(default: the preset's, else eps)")
+    ap.add_argument("--anchor", default=None, choices=ANCHORS,
+                    help="ArchConfig.anchor: none (the paper's network) or gaussian (the network fits the residual "
+                         "of a fitted linear-Gaussian denoiser; default: the preset's, else none)")
     ap.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS,
                     help="TrainConfig.loss_weighting: native (the parametrisation's own), eps or min_snr "
                          "(default: the preset's, else native)")
@@ -372,8 +376,8 @@ def main(argv=None):
                          "with the same configuration is reused instead of trained again")
     args = ap.parse_args(argv)
     # architecture flags given on the command line (before the grid's defaults fill the others in)
-    args.arch_given = {k: getattr(args, k) for k in ("hidden", "n_layers", "cond_embed_dim", "parametrisation")
-                       if getattr(args, k) is not None}
+    args.arch_given = {k: getattr(args, k) for k in ("hidden", "n_layers", "cond_embed_dim", "parametrisation",
+                                                     "anchor") if getattr(args, k) is not None}
     if args.model_preset:
         args.timesteps = PRESETS[args.model_preset].get("schedule", {}).get("timesteps", ScheduleConfig().timesteps)
     preset = QUICK if args.quick else FULL

@@ -40,14 +40,16 @@ def test_quick_preset_sets_every_value_and_flags_override_it(tmp_path):
     cfg.write_text(json.dumps({"arch": {"hidden": 24}, "train": {"learning_rate": 5e-4}}))
     arch, sched, train, record = train_configs(_train_args(
         "--preset", "quick", "--config", str(cfg), "--epochs", "7", "--timesteps", "50", "--seed", "3",
-        "--parametrisation", "eps"))
+        "--parametrisation", "eps", "--anchor", "gaussian"))
     assert QUICK_ARCH["parametrisation"] != "eps"  # so that the flag is seen to override it
-    assert (arch.hidden, arch.n_layers, arch.parametrisation) == (24, QUICK_ARCH["n_layers"], "eps")
+    assert QUICK_ARCH.get("anchor", "none") != "gaussian"
+    assert (arch.hidden, arch.n_layers, arch.parametrisation, arch.anchor) == (24, QUICK_ARCH["n_layers"], "eps",
+                                                                               "gaussian")
     assert sched.timesteps == 50
     assert (train.epochs, train.seed, train.learning_rate, train.batch_size) == (7, 3, 5e-4, QUICK_TRAIN["batch_size"])
     assert QUICK_TRAIN["min_steps"] > 0 and train.min_steps == 0  # --epochs: exactly those epochs
     assert record == {"name": "quick", "overridden_by": [f"--config {cfg}", "--epochs", "--timesteps", "--seed",
-                                                         "--parametrisation"]}
+                                                         "--parametrisation", "--anchor"]}
 
 
 def test_bad_preset_is_one_argparse_line(capsys):

@@ -98,7 +98,7 @@ def cmd_train(args) -> int:
 def train_configs(args):
     """(ArchConfig, ScheduleConfig, TrainConfig, preset record) of ``cgjax train``'s flags: the
     ``--preset``'s values, then the ``--config`` file's, then the explicit flags (``--epochs``,
-    ``--timesteps``, ``--seed``, ``--parametrisation``). The record (``{"name", "overridden_by"}``)
+    ``--timesteps``, ``--seed``, ``--parametrisation``, ``--anchor``). The record (``{"name", "overridden_by"}``)
     goes into the checkpoint."""
     from cgjax.diffusion.configs import build_configs
 
@@ -107,7 +107,9 @@ def train_configs(args):
         train = dataclasses.replace(train, seed=args.seed)
     if args.parametrisation is not None:
         arch = dataclasses.replace(arch, parametrisation=args.parametrisation)
-    flags = [f"--{f.replace('_', '-')}" for f in ("epochs", "timesteps", "seed", "parametrisation")
+    if args.anchor is not None:
+        arch = dataclasses.replace(arch, anchor=args.anchor)
+    flags = [f"--{f.replace('_', '-')}" for f in ("epochs", "timesteps", "seed", "parametrisation", "anchor")
              if getattr(args, f) is not None]
     return arch, sched, train, {"name": args.preset, "overridden_by": ([f"--config {args.config}"] if args.config
                                                                        else []) + flags}
@@ -279,6 +281,10 @@ def add_parser(sub) -> None:
     p.add_argument("--parametrisation", default=None,
                    help="what the networks predict: eps (the noise; the paper's recipe, default), v "
                         "(v-prediction) or x0; overrides the config's arch.parametrisation")
+    p.add_argument("--anchor", default=None, choices=("none", "gaussian"),
+                   help="none (the paper's networks) or gaussian: each network learns the residual of a "
+                        "linear-Gaussian denoiser fitted on its training rows (docs/calibration.md); "
+                        "overrides the config's arch.anchor")
     p.add_argument("--split-seed", type=int, default=42,
                    help="seed of the train/val/test split when the cohort has no split column; "
                         "recorded in the checkpoint, which 'cgjax evaluate' reuses")

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from cgjax._validate import is_int
+from cgjax.diffusion import anchor as anchor_lib
+from cgjax.diffusion.anchor import ANCHORS
 from cgjax.diffusion.parametrisation import PARAMETRISATIONS
 from cgjax.errors import ConfigError
 
@@ -43,6 +45,9 @@ class ArchConfig:
     parametrisation: what the output predicts, ``"eps"`` (the noise; the paper's recipe), ``"v"`` or
       ``"x0"`` (:mod:`cgjax.diffusion.parametrisation`). The training loss regresses it and the
       sampler converts it to eps; checkpoints written before the option existed are ``"eps"``.
+    anchor: ``"none"`` (the paper's network) or ``"gaussian"``: add the exact denoiser of a
+      linear-Gaussian conditional law fitted on the training rows to the network's output, so that the
+      network learns the residual (:mod:`cgjax.diffusion.anchor`).
     """
 
     hidden: int = 512
@@ -50,6 +55,7 @@ class ArchConfig:
     time_dim: int = 128
     cond_embed_dim: int = 32
     parametrisation: str = "eps"
+    anchor: str = "none"
 
     def __post_init__(self):
         for field, least in (("hidden", 1), ("n_layers", 2), ("time_dim", 1), ("cond_embed_dim", 1)):
@@ -59,6 +65,9 @@ class ArchConfig:
         if self.parametrisation not in PARAMETRISATIONS:
             raise ConfigError(f"--parametrisation (ArchConfig.parametrisation) must be one of "
                               f"{', '.join(PARAMETRISATIONS)}, got {self.parametrisation!r}")
+        if self.anchor not in ANCHORS:
+            raise ConfigError(f"ArchConfig.anchor (config key arch.anchor) must be one of {', '.join(ANCHORS)}, "
+                              f"got {self.anchor!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -82,6 +91,9 @@ class DenoiserConfig(ArchConfig):
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "cond_dims", tuple(int(c) for c in self.cond_dims))
+        if self.anchor != "none" and self.n_conds > anchor_lib.MAX_SLOTS:
+            raise ConfigError(f"arch.anchor = {self.anchor!r} supports models of at most {anchor_lib.MAX_SLOTS} "
+                              f"conditions (2^K patterns per step); this model has {self.n_conds}")
 
     @property
     def n_conds(self) -> int:
@@ -146,6 +158,8 @@ def init(key, cfg: DenoiserConfig, true_cond_dims: tuple[int, ...] | None = None
     params["layers"] = layers
     params["bn"] = [{"scale": jnp.ones((H,)), "bias": jnp.zeros((H,))} for _ in range(n - 1)]
     batch_stats = [{"mean": jnp.zeros((H,)), "var": jnp.ones((H,))} for _ in range(n - 1)]
+    if cfg.anchor != "none":  # not trained: fitted from the data (cgjax.diffusion.anchor.fit_group)
+        params["anchor"] = anchor_lib.zeros(cfg)
     return params, batch_stats
 
 
@@ -189,7 +203,8 @@ def apply(params, batch_stats, x_t, t, conds, masks, cfg: DenoiserConfig, *, tra
     Returns (eps_hat f32[B, F], new batch_stats), and with ``return_hidden`` a third element: the
     n_layers - 1 hidden activations after BatchNorm and ReLU, f32[B, H] each (for diagnostics, e.g.
     which units are active). In inference (``train=False``) batch_stats are returned unchanged and
-    every output row depends only on its own input row.
+    every output row depends only on its own input row. ``params["anchor"]`` (``cfg.anchor`` =
+    ``"gaussian"``) is not read here: the caller adds its output (:mod:`cgjax.diffusion.anchor`).
     """
     B, K = x_t.shape[0], cfg.n_conds
     chex.assert_shape([x_t, t, conds, masks], [(B, cfg.x_dim), (B,), (B, K, None), (B, K)])

@@ -36,7 +36,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from cgjax._validate import is_int, is_real
-from cgjax.diffusion import denoiser
+from cgjax.diffusion import anchor, denoiser
 from cgjax.diffusion.parametrisation import LOSS_WEIGHTINGS, loss_weight, regression_target
 from cgjax.diffusion.schedule import Schedule, q_sample
 from cgjax.errors import ConfigError
@@ -129,16 +129,24 @@ def make_optimizer(cfg: TrainConfig, total_steps: int = 1):
     if cfg.lr_schedule == "cosine":
         lr = optax.cosine_decay_schedule(cfg.learning_rate, max(total_steps, 1), alpha=0.05)
     if cfg.weight_decay > 0:
-        matrices = lambda params: jax.tree.map(lambda w: w.ndim >= 2, params)  # one model's params
+        # one model's params; a Gaussian anchor (cgjax.diffusion.anchor) is fitted, not trained: no decay
+        matrices = lambda params: {k: jax.tree.map(lambda w: w.ndim >= 2 and k != "anchor", v)
+                                   for k, v in params.items()}
         return optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=cfg.weight_decay, mask=matrices)
     return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
 
 
-def init_state(key, dcfg: denoiser.DenoiserConfig, true_cond_dims, tcfg: TrainConfig) -> TrainState:
-    """Initialise M models (M = len(true_cond_dims)), each from its own key, stacked."""
+def init_state(key, dcfg: denoiser.DenoiserConfig, true_cond_dims, tcfg: TrainConfig,
+               data: GroupData | None = None) -> TrainState:
+    """Initialise M models (M = len(true_cond_dims)), each from its own key, stacked. With a Gaussian
+    anchor (``dcfg.anchor``) and the group's training ``data``, each model's anchor is fitted on its
+    rows (:func:`cgjax.diffusion.anchor.fit_group`); without ``data`` it is left at zero (the shapes
+    a checkpoint is restored into)."""
     keys = jax.random.split(key, len(true_cond_dims))
     members = [denoiser.init(k, dcfg, dims) for k, dims in zip(keys, true_cond_dims)]
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *[m[0] for m in members])
+    if dcfg.anchor != "none" and data is not None:
+        params["anchor"] = anchor.fit_group(data, true_cond_dims)
     stats = jax.tree.map(lambda *xs: jnp.stack(xs), *[m[1] for m in members])
     opt_state = jax.vmap(make_optimizer(tcfg).init)(params)
     ema = jax.tree.map(jnp.copy, params) if tcfg.ema_decay > 0 else None
@@ -245,6 +253,9 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
         x_t = q_sample(schedule, x0, t, eps)
         out, new_stats = denoiser.apply(params, batch_stats, x_t, t, conds, masks, dcfg, train=True)
         abar = schedule.alpha_bars[t][:, None]
+        if dcfg.anchor != "none":  # the network fits the residual of the frozen anchor
+            frozen = anchor.prepare(jax.lax.stop_gradient(params["anchor"]), conds, masks)
+            out = out + anchor.predict(frozen, x_t, abar, dcfg.parametrisation)
         sq = jnp.square(out - regression_target(dcfg.parametrisation, x0, eps, abar))
         if tcfg.loss_weighting != "native":  # (the paper's program is unchanged without it)
             sq = sq * loss_weight(dcfg.parametrisation, tcfg.loss_weighting, abar, tcfg.min_snr_gamma)
@@ -273,6 +284,8 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
             d = tcfg.ema_decay
             if ema is not None:
                 ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
+                if "anchor" in params:  # fitted, not trained: kept exactly (d e + (1 - d) e may round)
+                    ema = {**ema, "anchor": params["anchor"]}
             return (params, stats, opt_state, ema), loss
 
         (params, stats, opt_state, ema), losses = jax.lax.scan(

@@ -113,7 +113,7 @@ def new_training_run(train_data: Mapping[str, np.ndarray], train_masks: Mapping[
             if n < train_cfg.batch_size // 2 or n < 2:
                 raise CgjaxError(f"model '{spec.name}' has only {int(n)} training rows with both its target and "
                                  f"condition(s); need at least {max(2, train_cfg.batch_size // 2)}")
-        states[name] = init_state(jax.random.fold_in(key, gi), g.dcfg, g.true_cond_dims, train_cfg)
+        states[name] = init_state(jax.random.fold_in(key, gi), g.dcfg, g.true_cond_dims, train_cfg, data)
         best[name] = np.full(len(g.specs), np.inf)
     ms = ModelSet(tuple(modalities), dict(dims), arch, schedule_cfg, train_cfg, groups, scalers,
                   {m: list(v) for m, v in feature_names.items()})

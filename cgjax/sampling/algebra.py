@@ -36,6 +36,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from cgjax.diffusion import anchor as anchor_lib
 from cgjax.diffusion import denoiser
 
 
@@ -48,12 +49,16 @@ class Model(NamedTuple):
     x_dim: F, the width of the target it denoises.
     parametrisation: what ``eps`` actually predicts, eps, v or x_0
       (:mod:`cgjax.diffusion.parametrisation`); the sampler converts it to eps.
+    offset: None, or offset(prepared, x_t f32[N, F], abar f32[]) -> f32[M, N, F], an analytic term the
+      sampler adds to ``eps``'s output (in the parametrisation's units) before converting it: the
+      Gaussian anchor (:func:`anchored`).
     """
 
     prepare: Callable
     eps: Callable
     x_dim: int
     parametrisation: str = "eps"
+    offset: Callable | None = None
 
 
 # ---- one model ----------------------------------------------------------------------------------
@@ -164,13 +169,34 @@ def folded_model(cfg: denoiser.DenoiserConfig, timesteps: int) -> Model:
 ALGEBRAS = ("folded", "plain")
 
 
+def anchored(model: Model, parametrisation: str) -> Model:
+    """``model`` with its members' Gaussian anchors (``params["anchor"]``, :mod:`cgjax.diffusion.anchor`)
+    as the :class:`Model`'s ``offset``: each row's pattern mean is computed once in ``prepare``."""
+
+    def prepare(params, batch_stats, conds, masks):
+        return {"net": model.prepare(params, batch_stats, conds, masks),
+                "anchor": jax.vmap(anchor_lib.prepare, in_axes=(0, 1, 1))(params["anchor"], conds, masks)}
+
+    def eps(prepared, x_t, t):
+        return model.eps(prepared["net"], x_t, t)
+
+    def offset(prepared, x_t, abar):
+        return jax.vmap(anchor_lib.predict, in_axes=(0, None, None, None))(prepared["anchor"], x_t, abar,
+                                                                            parametrisation)
+
+    return Model(prepare, eps, model.x_dim, model.parametrisation, offset)
+
+
 def make_model(cfg: denoiser.DenoiserConfig, timesteps: int, algebra: str = "folded") -> Model:
-    """The ensemble model by name: ``folded`` (default; rewrites 1-3) or ``plain``."""
+    """The ensemble model by name: ``folded`` (default; rewrites 1-3) or ``plain``; with its Gaussian
+    anchor when ``cfg.anchor`` asks for one."""
     if algebra == "folded":
-        return folded_model(cfg, timesteps)
-    if algebra == "plain":
-        return plain_model(cfg)
-    raise ValueError(f"unknown algebra '{algebra}'; choose one of {ALGEBRAS}")
+        model = folded_model(cfg, timesteps)
+    elif algebra == "plain":
+        model = plain_model(cfg)
+    else:
+        raise ValueError(f"unknown algebra '{algebra}'; choose one of {ALGEBRAS}")
+    return anchored(model, cfg.parametrisation) if cfg.anchor != "none" else model
 
 
 STEP_BLOCKS = {"plain": ("w", "w_x", "w_t", "w_c", "w_h"), "folded": ("w_x", "w_h")}

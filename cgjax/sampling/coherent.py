@@ -176,7 +176,10 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
 
     def member_eps(prepared, x_t, t):
         # the members' outputs as noise predictions (identity for the paper's eps-prediction)
-        return to_eps(model.parametrisation, model.eps(prepared, x_t, t), x_t[None], schedule.alpha_bars[t])
+        out = model.eps(prepared, x_t, t)
+        if model.offset is not None:  # e.g. the Gaussian anchor, in the output's units
+            out = out + model.offset(prepared, x_t, schedule.alpha_bars[t])
+        return to_eps(model.parametrisation, out, x_t[None], schedule.alpha_bars[t])
 
     def composed(both, weights, x_t, t):
         """(the composed eps f32[N, F], the members' conditional eps f32[M, N, F]) at (x_t, t)."""

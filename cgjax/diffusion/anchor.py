@@ -1,0 +1,150 @@
+"""A Gaussian anchor for a denoiser: the network learns only what a linear-Gaussian model misses.
+
+With ``ArchConfig.anchor = "gaussian"`` each model's prediction is
+
+    out(x_t, t, c) = network(x_t, t, c) + anchor(x_t, t, c)
+
+where ``anchor`` is the *exact* denoiser (eps, v or x_0, as the parametrisation says) of a
+linear-Gaussian conditional law x_0 | c ~ N(mu(c), S), fitted by least squares on the model's
+training rows before training and then frozen. The network's output layer starts near zero, so an
+untrained model samples from the fitted Gaussian conditional, and training fits the residual:
+a type-specific or non-linear structure the Gaussian cannot express. On a small cohort this is a
+strong prior where estimation error, not capacity, limits the network (docs/calibration.md).
+
+For x_t = a x_0 + s eps (a = sqrt(abar_t), s = sqrt(1 - abar_t)) and x_0 ~ N(mu, S), S = U diag(l) U^T,
+the posterior expectations are
+
+    E[eps | x_t] = s (a^2 S + s^2 I)^-1 (x_t - a mu) = U diag(s / (a^2 l + s^2)) U^T (x_t - a mu)
+    E[x_0 | x_t] = (x_t - s E[eps | x_t]) / a,   E[v | x_t] = a E[eps] - s E[x_0]
+                 (= mu + U diag(a l / (a^2 l + s^2)) U^T (x_t - a mu), finite as a -> 0).
+
+Which conditions a row has is its *pattern*, p = sum_k mask_k 2^k over the K condition slots; each
+pattern has its own regression (mean mu_p(c) = b_p + c A_p on the present slots) and residual
+covariance, fitted on the rows that have the target and every condition of p. A single-condition
+model has 2 patterns (conditioned, and masked when it was trained with ``single_cond_dropout``); a
+multi-condition model 2^K. Arrays of one model (``params["anchor"]``, stacked along M like the rest):
+
+    coef f32[P, K * C, F]   A_p on the flattened, slot-padded conditions (rows of absent slots 0)
+    bias f32[P, F]          b_p
+    basis f32[P, F, F]      U_p (columns: eigenvectors of the residual covariance)
+    eig f32[P, F]           l_p >= 0
+
+The anchor is not trained (its gradient is stopped and the optimiser, weight decay and EMA leave it
+as fitted). Its cost per row and step is 2 P F^2 multiply-adds, beside the network's.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ANCHORS = ("none", "gaussian")
+MAX_SLOTS = 6  # 2^K patterns are evaluated at every step: K <= 6 (64 patterns)
+# relative ridge of the least-squares fit (cgjax.evaluate.probabilistic.fit_gaussian_conditional)
+RIDGE = 1e-3
+
+
+def n_patterns(n_conds: int) -> int:
+    return 2 ** n_conds
+
+
+def zeros(cfg) -> dict:
+    """An unfitted anchor of the shapes of ``cfg`` (a :class:`cgjax.diffusion.denoiser.DenoiserConfig`):
+    all zero (it then predicts 0 in every parametrisation; fit it with :func:`fit`)."""
+    P, KC, F = n_patterns(cfg.n_conds), cfg.n_conds * max(cfg.cond_dims), cfg.x_dim
+    return {"coef": jnp.zeros((P, KC, F), jnp.float32), "bias": jnp.zeros((P, F), jnp.float32),
+            "basis": jnp.zeros((P, F, F), jnp.float32), "eig": jnp.zeros((P, F), jnp.float32)}
+
+
+def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarray, true_cond_dims,
+        *, min_rows: int | None = None) -> dict:
+    """Fit one model's anchor on its training arrays (one member of :class:`cgjax.diffusion.train.GroupData`).
+
+    x0 f[N, F]; conds f[N, K, C] (slot-padded); present bool[N, K]; valid bool[N]; true_cond_dims:
+    the real width of each slot. For pattern p the rows are the valid ones with every condition of
+    p present; if they are fewer than ``min_rows`` (default 2 (P_c + 1) + F, with P_c the pattern's
+    condition width) the pattern falls back to the largest of its sub-patterns with enough rows
+    (ultimately the target's own mean and covariance). Returns numpy arrays as :func:`zeros`.
+    """
+    from cgjax.evaluate.probabilistic import fit_gaussian_conditional
+
+    x0, conds = np.asarray(x0, np.float64), np.asarray(conds, np.float64)
+    present, valid = np.asarray(present, bool), np.asarray(valid, bool)
+    N, K, C = conds.shape
+    F = x0.shape[1]
+    P = n_patterns(K)
+    coef, bias = np.zeros((P, K * C, F)), np.zeros((P, F))
+    basis, eig = np.zeros((P, F, F)), np.zeros((P, F))
+    fitted: dict[int, tuple] = {}
+    for p in range(P):  # increasing p: every sub-pattern of p (a subset of its bits) is fitted before p
+        slots = [k for k in range(K) if p >> k & 1]
+        cols = np.concatenate([k * C + np.arange(true_cond_dims[k]) for k in slots]).astype(int) if slots \
+            else np.zeros(0, int)
+        rows = valid & (present[:, slots].all(axis=1) if slots else True)
+        need = 2 * (len(cols) + 1) + F if min_rows is None else min_rows
+        if rows.sum() < need:
+            subs = [q for q in fitted if q & p == q and q != p]
+            fitted[p] = fitted[max(subs, key=lambda q: bin(q).count("1"))] if subs else _unconditional(x0[valid], F)
+        else:
+            x = conds.reshape(N, K * C)[rows][:, cols]
+            m = fit_gaussian_conditional(x, x0[rows], ridge=RIDGE)
+            full = np.zeros((K * C, F))
+            full[cols] = m["coef"]
+            fitted[p] = (full, m["y_mean"] - m["x_mean"] @ m["coef"], m["cov"])
+        coef[p], bias[p], cov = fitted[p]
+        w, v = np.linalg.eigh((cov + cov.T) / 2)
+        basis[p], eig[p] = v, np.clip(w, 0.0, None)
+    f32 = lambda a: a.astype(np.float32)
+    return {"coef": f32(coef), "bias": f32(bias), "basis": f32(basis), "eig": f32(eig)}
+
+
+def _unconditional(y: np.ndarray, F: int):
+    cov = np.cov(y, rowvar=False).reshape(F, F) if len(y) > 1 else np.eye(F)
+    return np.zeros((0, F)), y.mean(axis=0) if len(y) else np.zeros(F), cov
+
+
+def fit_group(data, true_cond_dims) -> dict:
+    """Anchors of every member of a group's training arrays (:class:`cgjax.diffusion.train.GroupData`),
+    stacked along M."""
+    members = [fit(*(np.asarray(a[m]) for a in data), true_cond_dims[m]) for m in range(data.x0.shape[0])]
+    return {k: jnp.asarray(np.stack([a[k] for a in members])) for k in members[0]}
+
+
+def prepare(anchor: dict, conds, masks) -> dict:
+    """What a row's anchor needs along a whole trajectory: its pattern's mean mu_p(c) f32[B, F] and
+    its pattern as a one-hot f32[B, P]. One model: conds f32[B, K, C'] (C' >= the anchor's slot
+    width; wider columns are padding), masks f32[B, K]."""
+    P, KC, F = anchor["coef"].shape
+    B, K = masks.shape
+    c = conds[:, :, : KC // K].reshape(B, KC)
+    pattern = jnp.sum(jnp.round(masks).astype(jnp.int32) * (2 ** jnp.arange(K, dtype=jnp.int32))[None], axis=1)
+    onehot = jax.nn.one_hot(pattern, P, dtype=jnp.float32)  # [B, P]
+    means = jnp.einsum("bk,pkf->bpf", c, anchor["coef"]) + anchor["bias"][None]  # [B, P, F]
+    return {"mean": jnp.einsum("bp,bpf->bf", onehot, means), "onehot": onehot,
+            "basis": anchor["basis"], "eig": anchor["eig"]}
+
+
+def predict(prepared: dict, x_t, abar, parametrisation: str):
+    """The anchor's output at x_t f32[B, F] and noise level abar (a scalar or f32[B, 1]), in the
+    parametrisation's units (eps, v or x_0): the exact denoiser of N(mu_p(c), S_p) (module docstring)."""
+    a, s = jnp.sqrt(abar), jnp.sqrt(1.0 - abar)
+    r = x_t - a * prepared["mean"]  # [B, F]
+    z = jnp.einsum("bf,pfg->bpg", r, prepared["basis"])  # r in each pattern's eigenbasis
+    a_b = jnp.reshape(a, (-1, 1, 1)) if jnp.ndim(a) else a
+    s_b = jnp.reshape(s, (-1, 1, 1)) if jnp.ndim(s) else s
+    denom = a_b ** 2 * prepared["eig"][None] + s_b ** 2  # [B or 1, P, F]
+    if parametrisation == "eps":
+        gain = s_b / denom
+        offset = 0.0
+    elif parametrisation == "x0":
+        gain = a_b * prepared["eig"][None] / denom
+        offset = prepared["mean"]
+    elif parametrisation == "v":
+        # a eps - s x0 = U diag((a s - s a l) / (a^2 l + s^2)) U^T r - s mu
+        gain = a_b * s_b * (1.0 - prepared["eig"][None]) / denom
+        offset = -s * prepared["mean"]
+    else:
+        raise ValueError(f"unknown parametrisation {parametrisation!r}")
+    back = jnp.einsum("bpg,pfg->bpf", z * gain, prepared["basis"])  # [B, P, F]
+    return jnp.einsum("bp,bpf->bf", prepared["onehot"], back) + offset
