@@ -20,7 +20,8 @@ the posterior expectations are
 
 Which conditions a row has is its *pattern*, p = sum_k mask_k 2^k over the K condition slots; each
 pattern has its own regression (mean mu_p(c) = b_p + c A_p on the present slots) and residual
-covariance, fitted on the rows that have the target and every condition of p. A single-condition
+covariance, fitted on the rows that have the target and every condition of p (ridge regression,
+penalty by leave-one-out error: :func:`fit`). A single-condition
 model has 2 patterns (conditioned, and masked when it was trained with ``single_cond_dropout``); a
 multi-condition model 2^K. Arrays of one model (``params["anchor"]``, stacked along M like the rest):
 
@@ -41,8 +42,8 @@ import numpy as np
 
 ANCHORS = ("none", "gaussian")
 MAX_SLOTS = 6  # 2^K patterns are evaluated at every step: K <= 6 (64 patterns)
-# relative ridge of the least-squares fit (cgjax.evaluate.probabilistic.fit_gaussian_conditional)
-RIDGE = 1e-3
+# ridge penalties tried per target feature (by leave-one-out error) in the anchor's regressions
+ALPHAS = np.logspace(-3, 4, 15)
 
 
 def n_patterns(n_conds: int) -> int:
@@ -63,17 +64,21 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
 
     x0 f[N, F]; conds f[N, K, C] (slot-padded); present bool[N, K]; valid bool[N]; true_cond_dims:
     the real width of each slot. For pattern p the rows are the valid ones with every condition of
-    p present; if they are fewer than ``min_rows`` (default 2 (P_c + 1) + F, with P_c the pattern's
-    condition width) the pattern falls back to the largest of its sub-patterns with enough rows
-    (ultimately the target's own mean and covariance). Returns numpy arrays as :func:`zeros`.
+    p present. Its mean map is a ridge regression of the target on those conditions, the penalty of
+    each target feature chosen by leave-one-out error (:class:`sklearn.linear_model.RidgeCV`,
+    :data:`ALPHAS`): on a small cohort an unpenalised fit of many conditions is mostly noise. Its
+    covariance is that of the in-sample residuals with each feature's variance raised to its
+    leave-one-out error (the in-sample residuals of a fitted regression are too small). A pattern
+    with fewer than ``min_rows`` rows (default 2 F + 10, so that the covariance is estimable) falls
+    back to its largest sub-pattern that has enough (ultimately the target's own mean and
+    covariance). Returns numpy arrays as :func:`zeros`.
     """
-    from cgjax.evaluate.probabilistic import fit_gaussian_conditional
-
     x0, conds = np.asarray(x0, np.float64), np.asarray(conds, np.float64)
     present, valid = np.asarray(present, bool), np.asarray(valid, bool)
     N, K, C = conds.shape
     F = x0.shape[1]
     P = n_patterns(K)
+    need = 2 * F + 10 if min_rows is None else min_rows
     coef, bias = np.zeros((P, K * C, F)), np.zeros((P, F))
     basis, eig = np.zeros((P, F, F)), np.zeros((P, F))
     fitted: dict[int, tuple] = {}
@@ -82,16 +87,15 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
         cols = np.concatenate([k * C + np.arange(true_cond_dims[k]) for k in slots]).astype(int) if slots \
             else np.zeros(0, int)
         rows = valid & (present[:, slots].all(axis=1) if slots else True)
-        need = 2 * (len(cols) + 1) + F if min_rows is None else min_rows
-        if rows.sum() < need:
+        if p and rows.sum() < need:
             subs = [q for q in fitted if q & p == q and q != p]
-            fitted[p] = fitted[max(subs, key=lambda q: bin(q).count("1"))] if subs else _unconditional(x0[valid], F)
+            fitted[p] = fitted[max(subs, key=lambda q: bin(q).count("1"))]
+        elif p:
+            fitted[p] = _ridge(conds.reshape(N, K * C)[rows][:, cols], x0[rows], cols, K * C)
         else:
-            x = conds.reshape(N, K * C)[rows][:, cols]
-            m = fit_gaussian_conditional(x, x0[rows], ridge=RIDGE)
-            full = np.zeros((K * C, F))
-            full[cols] = m["coef"]
-            fitted[p] = (full, m["y_mean"] - m["x_mean"] @ m["coef"], m["cov"])
+            y = x0[valid]
+            cov = np.cov(y, rowvar=False).reshape(F, F) if len(y) > 1 else np.eye(F)
+            fitted[p] = (np.zeros((K * C, F)), y.mean(axis=0) if len(y) else np.zeros(F), cov)
         coef[p], bias[p], cov = fitted[p]
         w, v = np.linalg.eigh((cov + cov.T) / 2)
         basis[p], eig[p] = v, np.clip(w, 0.0, None)
@@ -99,9 +103,21 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
     return {"coef": f32(coef), "bias": f32(bias), "basis": f32(basis), "eig": f32(eig)}
 
 
-def _unconditional(y: np.ndarray, F: int):
-    cov = np.cov(y, rowvar=False).reshape(F, F) if len(y) > 1 else np.eye(F)
-    return np.zeros((0, F)), y.mean(axis=0) if len(y) else np.zeros(F), cov
+def _ridge(x: np.ndarray, y: np.ndarray, cols: np.ndarray, width: int):
+    """(coef f[width, F] with rows ``cols`` filled, bias f[F], residual covariance f[F, F]) of a ridge
+    regression of y f[n, F] on x f[n, len(cols)], per-feature penalty by leave-one-out error."""
+    from sklearn.linear_model import RidgeCV
+
+    model = RidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(x, y)
+    # cv_results_: squared leave-one-out errors f[n, F, len(ALPHAS)]; each feature's at its chosen alpha
+    chosen = np.searchsorted(ALPHAS, np.atleast_1d(model.alpha_))
+    loo = model.cv_results_[:, np.arange(y.shape[1]), chosen].mean(axis=0)
+    resid = y - model.predict(x)
+    cov = resid.T @ resid / max(len(y) - 1, 1)
+    scale = np.sqrt(loo / np.maximum(np.diag(cov), 1e-12))
+    coef = np.zeros((width, y.shape[1]))
+    coef[cols] = np.asarray(model.coef_).reshape(y.shape[1], -1).T
+    return coef, np.asarray(model.intercept_).reshape(-1), cov * scale[:, None] * scale[None]
 
 
 def fit_group(data, true_cond_dims) -> dict:
