@@ -16,7 +16,7 @@ from cgjax.ensemble.arrays import group_arrays
 from cgjax.errors import ConfigError
 from cgjax.sampling.algebra import make_model
 from cgjax.sampling.coherent import RejectionConfig, make_sampler
-from conftest import TINY_SCHED, TINY_TRAIN
+from conftest import TINY_ARCH, TINY_SCHED, TINY_TRAIN
 
 F, K, C = 3, 2, 2
 
@@ -159,16 +159,46 @@ def test_anchor_alone_samples_the_gaussian_conditional():
     assert np.all((ratio > 0.9) & (ratio < 1.1)), ratio
 
 
-def test_training_keeps_the_fitted_anchor_and_the_checkpoint_restores_it(tiny_cohort, tmp_path):
-    """Weight decay and EMA on: after training, every model's anchor is exactly its fit on the train
-    rows, the checkpoint restores it, and the model set samples finite values."""
-    arch = ArchConfig(hidden=16, n_layers=3, time_dim=8, cond_embed_dim=8, parametrisation="v", anchor="gaussian")
-    tcfg = dataclasses.replace(TINY_TRAIN, epochs=2, eval_every=2, weight_decay=0.5, ema_decay=0.9)
-    ms = pipeline.train(tiny_cohort, tmp_path / "m", arch=arch, schedule_cfg=TINY_SCHED, train_cfg=tcfg,
-                        progress=False)
+def test_training_steps_leave_the_anchor_as_fitted():
+    """With weight decay and EMA on, optimiser steps change the network but not the anchor (live
+    weights and average)."""
+    from cgjax.diffusion.train import GroupData, TrainConfig, init_state, make_train_fn
+
+    rng = np.random.default_rng(6)
+    M, N = 2, 96
+    x0 = rng.normal(size=(M, N, F)).astype(np.float32)
+    conds = rng.normal(size=(M, N, 1, C)).astype(np.float32)
+    data = GroupData(jnp.asarray(x0), jnp.asarray(conds), jnp.ones((M, N, 1), bool), jnp.ones((M, N), bool))
+    cfg = denoiser.DenoiserConfig(hidden=8, n_layers=3, time_dim=4, cond_embed_dim=4, parametrisation="v",
+                                  anchor="gaussian", x_dim=F, cond_dims=(C,))
+    tcfg = TrainConfig(batch_size=16, steps_per_call=5, weight_decay=0.5, ema_decay=0.9, learning_rate=1e-2)
+    state = init_state(jax.random.PRNGKey(0), cfg, ((C,), (C,)), tcfg, data)
+    fitted = jax.tree.map(np.asarray, state.params["anchor"])
+    assert np.abs(fitted["coef"]).max() > 0.01
+    step = make_train_fn(cfg, make_schedule(TINY_SCHED), tcfg, multi=False)
+    w0 = np.asarray(state.params["layers"][0]["w_x"])
+    for i in range(2):
+        state, _ = step(state, data, jax.random.PRNGKey(i))
+    assert np.abs(np.asarray(state.params["layers"][0]["w_x"]) - w0).max() > 1e-4
+    for tree in (state.params, state.ema):
+        for key, want in fitted.items():
+            np.testing.assert_array_equal(np.asarray(tree["anchor"][key]), want)
+
+
+@pytest.fixture(scope="module")
+def anchored(tiny_cohort, tmp_path_factory):
+    """The tiny model set of conftest's ``tiny_trained``, trained with the Gaussian anchor."""
+    out = tmp_path_factory.mktemp("anchored") / "m"
+    ms = pipeline.train(tiny_cohort, out, arch=dataclasses.replace(TINY_ARCH, anchor="gaussian"),
+                        schedule_cfg=TINY_SCHED, train_cfg=TINY_TRAIN, progress=False)
+    return ms, out
+
+
+def test_the_anchor_is_fitted_on_the_train_rows_and_restored(tiny_cohort, anchored):
+    ms, out = anchored
     train = pipeline.scaled_inputs(ms, tiny_cohort.split("train"))
     masks = {m: ~np.isnan(v).all(axis=1) for m, v in train.items()}
-    loaded = checkpoint.load(tmp_path / "m")
+    loaded = checkpoint.load(out)
     for name, g in ms.groups.items():
         want = anchor.fit_group(group_arrays(g, {m: np.nan_to_num(v) for m, v in train.items()}, masks),
                                 g.true_cond_dims)
@@ -177,14 +207,43 @@ def test_training_keeps_the_fitted_anchor_and_the_checkpoint_restores_it(tiny_co
             np.testing.assert_array_equal(np.asarray(g.params["anchor"][key]), np.asarray(want[key]), err_msg=name)
             np.testing.assert_array_equal(np.asarray(loaded.groups[name].params["anchor"][key]),
                                           np.asarray(want[key]), err_msg=name)
+
+
+def test_choose_per_model_keeps_the_better_validation_score(tiny_cohort, anchored, tiny_trained):
+    """Each model comes from the set with the lower validation score; a model that kept the plain
+    network samples exactly as it does in the plain set (its anchor is zero)."""
     from cgjax.ensemble import sample_target
+    from cgjax.ensemble.choose import choose_per_model
+    from cgjax.errors import CgjaxError
     from cgjax.sampling.options import SampleOptions
-    test = pipeline.scaled_inputs(ms, tiny_cohort.split("test"))
-    target = ms.modalities[0]
-    for method in ("coherent", "multi"):
-        x = sample_target(loaded, target, {m: test[m][:20] for m in ms.modalities[1:]},
-                          SampleOptions(method=method, replicates=2, seed=0)).x
-        assert np.isfinite(x).all()
+
+    (a_ms, _), (p_ms, _) = anchored, tiny_trained
+    crit = a_ms.train_cfg.select_by
+    # the tiny anchored models validate better everywhere: give the plain multi models better scores,
+    # so that both branches are taken
+    p_ms = dataclasses.replace(p_ms, val_metrics={
+        n: {**v, crit: a_ms.val_metrics[n][crit] - 1.0} if n.endswith("_from_multi") else v
+        for n, v in p_ms.val_metrics.items()})
+    merged, chosen = choose_per_model(a_ms, p_ms)
+    for name, kept in chosen.items():
+        plain_better = p_ms.val_metrics[name][crit] < a_ms.val_metrics[name][crit]
+        assert kept == ("none" if plain_better else "gaussian")
+        assert merged.val_metrics[name][crit] == min(p_ms.val_metrics[name][crit], a_ms.val_metrics[name][crit])
+    assert {chosen[n] for n in chosen if n.endswith("_from_multi")} == {"none"}
+    assert "gaussian" in chosen.values()
+    test = pipeline.scaled_inputs(merged, tiny_cohort.split("test"))
+    for target in merged.modalities:
+        src = p_ms if chosen[f"{target}_from_multi"] == "none" else a_ms
+        given = {m: test[m][:16] for m in merged.modalities if m != target}
+        opts = SampleOptions(method="multi", replicates=2, seed=3)
+        got, want = sample_target(merged, target, given, opts).x, sample_target(src, target, given, opts).x
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(CgjaxError, match="arch.anchor"):
+        choose_per_model(a_ms, a_ms)
+    other = dataclasses.replace(p_ms, train_cfg=dataclasses.replace(p_ms.train_cfg, seed=9))
+    with pytest.raises(CgjaxError, match="training configuration"):
+        choose_per_model(a_ms, other)
 
 
 def test_bad_anchor_is_a_config_error():
