@@ -23,6 +23,7 @@ from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.ensemble import Imputation, ModelSet, iter_sample_target, new_training_run, train_model_set
+from cgjax.ensemble.choose import choose_per_model
 from cgjax.errors import CgjaxError, CheckpointError, CohortError
 from cgjax.sampling.options import SampleOptions
 
@@ -58,6 +59,9 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
     nothing left to train), and keeps the checkpoint's own when given None."""
     if out is not None:  # before any work: never train for an hour and then find --out unwritable
         checkpoint.check_output(out)
+    if arch.anchor == "auto":
+        return _train_anchor_auto(cohort, out, arch=arch, schedule_cfg=schedule_cfg, train_cfg=train_cfg,
+                                  resume=resume, progress=progress, split_seed=split_seed, preset=preset)
     train_c, val_c, scalers, split = split_and_scale(cohort, split_seed=split_seed, record=True)
     run = None
     if out is not None and resume and (Path(out) / checkpoint.META_FILE).exists():
@@ -91,6 +95,34 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
     run = train_model_set(run, train_c.data, train_c.masks, val_c.data, val_c.masks, progress=progress,
                           on_validation=on_validation)
     return run.model_set
+
+
+def anchor_parts(out: str | Path) -> dict[str, Path]:
+    """Where ``arch.anchor = "auto"`` keeps its two model sets: beside ``out``, as
+    ``<out>.anchor-none`` and ``<out>.anchor-gaussian`` (each a resumable checkpoint)."""
+    out = Path(out)
+    return {a: out.with_name(f"{out.name}.anchor-{a}") for a in ("none", "gaussian")}
+
+
+def _train_anchor_auto(cohort: Cohort, out, *, arch: ArchConfig, preset: dict | None, **kw) -> ModelSet:
+    """``arch.anchor = "auto"``: train the model set without and with the Gaussian anchor (twice the
+    time; each resumable in :func:`anchor_parts`) and keep, per model, the one with the lower
+    validation score (:func:`cgjax.ensemble.choose.choose_per_model`). The combined set is written
+    to ``out``, which alone is what imputation needs."""
+    parts = anchor_parts(out) if out is not None else {"none": None, "gaussian": None}
+    sets = {}
+    for a, where in parts.items():
+        if kw["progress"]:
+            print(f"arch.anchor = auto: training with anchor '{a}'" + (f" in {where}" if where else ""))
+        sets[a] = train(cohort, where, arch=dataclasses.replace(arch, anchor=a), preset=preset, **kw)
+    ms, chosen = choose_per_model(sets["gaussian"], sets["none"])
+    if kw["progress"]:
+        kept = sum(a == "gaussian" for a in chosen.values())
+        print(f"arch.anchor = auto: the anchor is kept by {kept} of {len(chosen)} models (validation "
+              f"{ms.train_cfg.select_by})")
+    if out is not None:
+        checkpoint.save(out, ms, preset=preset)
+    return ms
 
 
 def scaled_inputs(ms: ModelSet, cohort: Cohort) -> dict[str, np.ndarray]:

@@ -246,8 +246,31 @@ def test_choose_per_model_keeps_the_better_validation_score(tiny_cohort, anchore
         choose_per_model(a_ms, other)
 
 
+def test_anchor_auto_trains_both_and_keeps_the_better_per_model(tiny_cohort, anchored, tiny_trained, tmp_path):
+    """pipeline.train with arch.anchor = 'auto' (here finding both parts already trained, as after an
+    interrupted run) writes choose_per_model's combined set to --out."""
+    import shutil
+
+    from cgjax.ensemble.choose import choose_per_model
+
+    out = tmp_path / "m"
+    parts = pipeline.anchor_parts(out)
+    shutil.copytree(tiny_trained[1], parts["none"])
+    shutil.copytree(anchored[1], parts["gaussian"])
+    ms = pipeline.train(tiny_cohort, out, arch=dataclasses.replace(TINY_ARCH, anchor="auto"), schedule_cfg=TINY_SCHED,
+                        train_cfg=TINY_TRAIN, progress=False)
+    want, _ = choose_per_model(anchored[0], tiny_trained[0])
+    loaded = checkpoint.load(out)
+    assert loaded.arch.anchor == "gaussian" and loaded.val_metrics == want.val_metrics == ms.val_metrics
+    for name, g in want.groups.items():
+        for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(loaded.groups[name].params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_bad_anchor_is_a_config_error():
     with pytest.raises(ConfigError, match="arch.anchor"):
         ArchConfig(anchor="linear")
+    with pytest.raises(ConfigError, match="resolved by cgjax.pipeline.train"):
+        denoiser.DenoiserConfig(anchor="auto", x_dim=2, cond_dims=(1,))
     with pytest.raises(ConfigError, match="at most 6 conditions"):
         denoiser.DenoiserConfig(anchor="gaussian", x_dim=2, cond_dims=(1,) * 7)

@@ -281,10 +281,11 @@ def add_parser(sub) -> None:
     p.add_argument("--parametrisation", default=None,
                    help="what the networks predict: eps (the noise; the paper's recipe, default), v "
                         "(v-prediction) or x0; overrides the config's arch.parametrisation")
-    p.add_argument("--anchor", default=None, choices=("none", "gaussian"),
-                   help="none (the paper's networks) or gaussian: each network learns the residual of a "
-                        "linear-Gaussian denoiser fitted on its training rows (docs/calibration.md); "
-                        "overrides the config's arch.anchor")
+    p.add_argument("--anchor", default=None, choices=("none", "gaussian", "auto"),
+                   help="none (the paper's networks), gaussian (each network learns the residual of a "
+                        "linear-Gaussian denoiser fitted on its training rows) or auto (train both, in "
+                        "OUT.anchor-none and OUT.anchor-gaussian, and keep per model the better by validation "
+                        "score: twice the training time; docs/calibration.md); overrides the config's arch.anchor")
     p.add_argument("--split-seed", type=int, default=42,
                    help="seed of the train/val/test split when the cohort has no split column; "
                         "recorded in the checkpoint, which 'cgjax evaluate' reuses")

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ANCHORS = ("none", "gaussian")
+ANCHORS = ("none", "gaussian", "auto")  # "auto": train both, keep the better per model (cgjax.pipeline.train)
 MAX_SLOTS = 6  # 2^K patterns are evaluated at every step: K <= 6 (64 patterns)
 # ridge penalties tried per target feature (by leave-one-out error) in the anchor's regressions
 ALPHAS = np.logspace(-3, 4, 15)
