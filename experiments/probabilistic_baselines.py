@@ -27,6 +27,7 @@ from cgjax.datasets import default_law, synthetic_tcga  # noqa: E402
 from cgjax.evaluate.reconstruction import (BaselineSampler, ModelSampler, OracleSampler,  # noqa: E402
                                            reconstruction_study)
 from cgjax.evaluate.run import prepare_data  # noqa: E402
+from cgjax.sampling.options import SampleOptions  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -43,7 +44,8 @@ def main(argv=None) -> int:
     law = default_law(dim=ms.dims[ms.modalities[0]])
     prior = law.type_prior(complete_only=True)
     o_s = OracleSampler(law, data.scalers, type_prior=prior)
-    samplers = {"coherent": ModelSampler(ms, "coherent"), "multi": ModelSampler(ms, "multi"),
+    samplers = {"coherent": ModelSampler(ms, SampleOptions(method="coherent")),
+                "multi": ModelSampler(ms, SampleOptions(method="multi")),
                 "gaussian_sample": BaselineSampler(data.train, "gaussian_sample"),
                 "knn_sample": BaselineSampler(data.train, "knn_sample"),
                 "knn": BaselineSampler(data.train, "knn"), "iterative": BaselineSampler(data.train, "iterative"),

@@ -40,11 +40,11 @@ def test_quick_preset_sets_every_value_and_flags_override_it(tmp_path):
     cfg.write_text(json.dumps({"arch": {"hidden": 24}, "train": {"learning_rate": 5e-4}}))
     arch, sched, train, record = train_configs(_train_args(
         "--preset", "quick", "--config", str(cfg), "--epochs", "7", "--timesteps", "50", "--seed", "3",
-        "--parametrisation", "eps", "--anchor", "gaussian"))
+        "--parametrisation", "eps", "--anchor", "none"))
     assert QUICK_ARCH["parametrisation"] != "eps"  # so that the flag is seen to override it
-    assert QUICK_ARCH.get("anchor", "none") != "gaussian"
+    assert QUICK_ARCH["anchor"] != "none"
     assert (arch.hidden, arch.n_layers, arch.parametrisation, arch.anchor) == (24, QUICK_ARCH["n_layers"], "eps",
-                                                                               "gaussian")
+                                                                               "none")
     assert sched.timesteps == 50
     assert (train.epochs, train.seed, train.learning_rate, train.batch_size) == (7, 3, 5e-4, QUICK_TRAIN["batch_size"])
     assert QUICK_TRAIN["min_steps"] > 0 and train.min_steps == 0  # --epochs: exactly those epochs
