@@ -34,7 +34,7 @@ import numpy as np
 from cgjax import pipeline
 from cgjax.data import Scalers, split_cohort
 from cgjax.datasets import zoo
-from cgjax.diffusion import denoiser
+from cgjax.diffusion import anchor, denoiser
 from cgjax.diffusion.configs import build_configs
 from cgjax.diffusion.parametrisation import LOSS_WEIGHTINGS, PARAMETRISATIONS, to_eps
 from cgjax.diffusion.schedule import ddpm_step, make_schedule
@@ -65,6 +65,7 @@ def main(argv=None):
     ap.add_argument("--n-samples", type=int, default=3000)
     ap.add_argument("--parametrisation", default=None, choices=PARAMETRISATIONS, help="default: the quick preset's")
     ap.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS, help="default: the quick preset's")
+    ap.add_argument("--anchor", default=None, choices=("none", "gaussian"), help="default: the quick preset's")
     ap.add_argument("--models", default=None,
                     help="calibration.py's --models folder: reuse (or write) this law's checkpoint there")
     ap.add_argument("--max-rows", type=int, default=150)
@@ -74,7 +75,8 @@ def main(argv=None):
     member = zoo.law(args.law, n_samples=args.n_samples)
     cohort = member.cohort(seed=args.seed)
     arch, sched_cfg, tcfg = build_configs({}, None, None, PRESETS["quick"])
-    arch = dataclasses.replace(arch, parametrisation=args.parametrisation or arch.parametrisation)
+    arch = dataclasses.replace(arch, parametrisation=args.parametrisation or arch.parametrisation,
+                               anchor=args.anchor or arch.anchor)
     tcfg = dataclasses.replace(tcfg, seed=args.seed, loss_weighting=args.loss_weighting or tcfg.loss_weighting)
     ms = pipeline.train(cohort, model_dir(args.models, member.name, args.n_samples, args.seed), arch=arch,
                         schedule_cfg=sched_cfg, train_cfg=tcfg, progress=False)
@@ -105,6 +107,9 @@ def main(argv=None):
         """(eps_hat f32[N, D], active share per hidden layer f32[L - 1])."""
         tv = jnp.full((N,), t, jnp.int32)
         out, _, hidden = denoiser.apply(params, stats, x, tv, conds, masks, cfg, train=False, return_hidden=True)
+        if cfg.anchor != "none":  # the model's output is the network's plus its Gaussian anchor's
+            out = out + anchor.predict(anchor.prepare(params["anchor"], conds, masks), x, schedule.alpha_bars[t],
+                                       cfg.parametrisation)
         active = jnp.stack([jnp.mean(h > 0) for h in hidden])
         return to_eps(cfg.parametrisation, out, x, schedule.alpha_bars[t]), active
 
