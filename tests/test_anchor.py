@@ -116,6 +116,24 @@ def test_fit_recovers_each_patterns_population_regression():
         np.testing.assert_allclose(S, resid, atol=0.06 * np.abs(resid).max())
 
 
+def test_a_large_pattern_is_fitted_on_a_bounded_subset(monkeypatch):
+    """With a memory budget for 3,000 rows, a 40,000-row fit uses a fixed subset: the same every
+    time, still close to the population regression, and not the fit on all rows."""
+    rng = np.random.default_rng(7)
+    n = 40_000
+    y, c1, c2, cov = _joint_gaussian_sample(rng, n)
+    conds = np.zeros((n, 1, 2))
+    conds[:, 0] = c1
+    args = (y, conds, np.ones((n, 1), bool), np.ones(n, bool), (2,))
+    full = anchor.fit(*args)
+    monkeypatch.setattr(anchor, "LOO_BYTES", 3000 * 2 * len(anchor.ALPHAS) * 8)
+    small, again = anchor.fit(*args), anchor.fit(*args)
+    np.testing.assert_array_equal(small["coef"], again["coef"])
+    assert not np.array_equal(small["coef"], full["coef"])
+    beta = np.linalg.solve(cov[2:4, 2:4], cov[2:4, :2])
+    np.testing.assert_allclose(small["coef"][1], beta, atol=0.1)
+
+
 def test_a_pattern_with_too_few_rows_falls_back_to_a_sub_pattern():
     rng = np.random.default_rng(3)
     n = 2000

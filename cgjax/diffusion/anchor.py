@@ -44,6 +44,9 @@ ANCHORS = ("none", "gaussian", "auto")  # "auto": train both, keep the better pe
 MAX_SLOTS = 6  # 2^K patterns are evaluated at every step: K <= 6 (64 patterns)
 # ridge penalties tried per target feature (by leave-one-out error) in the anchor's regressions
 ALPHAS = np.logspace(-3, 4, 15)
+# the leave-one-out errors take n F len(ALPHAS) float64s: a pattern with more rows than this budget
+# allows is fitted on a fixed random subset of them (e.g. 41,000 rows for F = 40, 13,000 for F = 128)
+LOO_BYTES = 200_000_000
 
 
 def n_patterns(n_conds: int) -> int:
@@ -71,7 +74,8 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
     leave-one-out error (the in-sample residuals of a fitted regression are too small). A pattern
     with fewer than ``min_rows`` rows (default 2 F + 10, so that the covariance is estimable) falls
     back to its largest sub-pattern that has enough (ultimately the target's own mean and
-    covariance). Returns numpy arrays as :func:`zeros`.
+    covariance). A pattern with more rows than :data:`LOO_BYTES` allows is fitted on a fixed random
+    subset of them. Returns numpy arrays as :func:`zeros`.
     """
     x0, conds = np.asarray(x0, np.float64), np.asarray(conds, np.float64)
     present, valid = np.asarray(present, bool), np.asarray(valid, bool)
@@ -91,7 +95,11 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
             subs = [q for q in fitted if q & p == q and q != p]
             fitted[p] = fitted[max(subs, key=lambda q: bin(q).count("1"))]
         elif p:
-            fitted[p] = _ridge(conds.reshape(N, K * C)[rows][:, cols], x0[rows], cols, K * C)
+            idx = np.flatnonzero(rows)
+            cap = max(need, int(LOO_BYTES // (F * len(ALPHAS) * 8)))
+            if len(idx) > cap:  # bounded memory on a large cohort; the same subset every time
+                idx = np.sort(np.random.default_rng(p).choice(idx, cap, replace=False))
+            fitted[p] = _ridge(conds.reshape(N, K * C)[idx][:, cols], x0[idx], cols, K * C)
         else:
             y = x0[valid]
             cov = np.cov(y, rowvar=False).reshape(F, F) if len(y) > 1 else np.eye(F)
