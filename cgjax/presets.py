@@ -26,8 +26,9 @@ PAPER_TRAIN = dict(epochs=1000, eval_every=100, batch_size=128, learning_rate=1e
 # The Gaussian anchor (cgjax.diffusion.anchor): each network learns the residual of a ridge-fitted
 # linear-Gaussian denoiser. On 7 zoo laws at 3,000 samples it lowered the energy score on 13 of 14
 # method x law rows (two_wide +6-8% -> +2.3%, every issue-11 target met there); it over-disperses
-# issue11 (variance ratio 1.13-1.20 -> 1.42-1.53) and is +2.8 points on five_narrow multi
-# (experiments/RESULTS.md, "The Gaussian anchor"). arch.anchor = "auto" picks per model.
+# issue11 (variance ratio 1.13-1.20 -> 1.42-1.53) and was +2.8 points on five_narrow multi (ahead on a
+# second cohort of that law; experiments/RESULTS.md, "The Gaussian anchor"). arch.anchor = "auto"
+# picks per model.
 QUICK_ARCH = dict(hidden=256, n_layers=3, time_dim=32, cond_embed_dim=32, parametrisation="v", anchor="gaussian")
 QUICK_SCHEDULE = dict(timesteps=100)
 QUICK_TRAIN = dict(epochs=120, eval_every=60, batch_size=512, steps_per_call=50, learning_rate=3e-3,

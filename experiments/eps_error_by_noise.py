@@ -108,8 +108,7 @@ def main(argv=None):
         tv = jnp.full((N,), t, jnp.int32)
         out, _, hidden = denoiser.apply(params, stats, x, tv, conds, masks, cfg, train=False, return_hidden=True)
         if cfg.anchor != "none":  # the model's output is the network's plus its Gaussian anchor's
-            out = out + anchor.predict(anchor.prepare(params["anchor"], conds, masks), x, schedule.alpha_bars[t],
-                                       cfg.parametrisation)
+            out = out + anchor.output(params["anchor"], conds, masks, x, schedule.alpha_bars[t], cfg.parametrisation)
         active = jnp.stack([jnp.mean(h > 0) for h in hidden])
         return to_eps(cfg.parametrisation, out, x, schedule.alpha_bars[t]), active
 

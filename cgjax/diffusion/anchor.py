@@ -5,10 +5,10 @@ With ``ArchConfig.anchor = "gaussian"`` each model's prediction is
     out(x_t, t, c) = network(x_t, t, c) + anchor(x_t, t, c)
 
 where ``anchor`` is the *exact* denoiser (eps, v or x_0, as the parametrisation says) of a
-linear-Gaussian conditional law x_0 | c ~ N(mu(c), S), fitted by least squares on the model's
-training rows before training and then frozen. The network's output layer starts near zero, so an
-untrained model samples from the fitted Gaussian conditional, and training fits the residual:
-a type-specific or non-linear structure the Gaussian cannot express. On a small cohort this is a
+linear-Gaussian conditional law x_0 | c ~ N(mu(c), S), fitted by ridge regression on the model's
+training rows before training and then frozen. The anchor alone samples from the fitted Gaussian
+conditional (``tests/test_anchor.py``), and training fits the network to the residual: a
+type-specific or non-linear structure the Gaussian cannot express. On a small cohort this is a
 strong prior where estimation error, not capacity, limits the network (docs/calibration.md).
 
 For x_t = a x_0 + s eps (a = sqrt(abar_t), s = sqrt(1 - abar_t)) and x_0 ~ N(mu, S), S = U diag(l) U^T,
@@ -61,8 +61,7 @@ def zeros(cfg) -> dict:
             "basis": jnp.zeros((P, F, F), jnp.float32), "eig": jnp.zeros((P, F), jnp.float32)}
 
 
-def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarray, true_cond_dims,
-        *, min_rows: int | None = None) -> dict:
+def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarray, true_cond_dims) -> dict:
     """Fit one model's anchor on its training arrays (one member of :class:`cgjax.diffusion.train.GroupData`).
 
     x0 f[N, F]; conds f[N, K, C] (slot-padded); present bool[N, K]; valid bool[N]; true_cond_dims:
@@ -72,7 +71,7 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
     :data:`ALPHAS`): on a small cohort an unpenalised fit of many conditions is mostly noise. Its
     covariance is that of the in-sample residuals with each feature's variance raised to its
     leave-one-out error (the in-sample residuals of a fitted regression are too small). A pattern
-    with fewer than ``min_rows`` rows (default 2 F + 10, so that the covariance is estimable) falls
+    with fewer than 2 F + 10 rows (so that the covariance is estimable) falls
     back to its largest sub-pattern that has enough (ultimately the target's own mean and
     covariance). A pattern with more rows than :data:`LOO_BYTES` allows is fitted on a fixed random
     subset of them. Returns numpy arrays as :func:`zeros`.
@@ -82,7 +81,7 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
     N, K, C = conds.shape
     F = x0.shape[1]
     P = n_patterns(K)
-    need = 2 * F + 10 if min_rows is None else min_rows
+    need = 2 * F + 10
     coef, bias = np.zeros((P, K * C, F)), np.zeros((P, F))
     basis, eig = np.zeros((P, F, F)), np.zeros((P, F))
     fitted: dict[int, tuple] = {}
@@ -147,6 +146,12 @@ def prepare(anchor: dict, conds, masks) -> dict:
     means = jnp.einsum("bk,pkf->bpf", c, anchor["coef"]) + anchor["bias"][None]  # [B, P, F]
     return {"mean": jnp.einsum("bp,bpf->bf", onehot, means), "onehot": onehot,
             "basis": anchor["basis"], "eig": anchor["eig"]}
+
+
+def output(anchor: dict, conds, masks, x_t, abar, parametrisation: str):
+    """:func:`prepare` then :func:`predict`, for one call (the training loss, diagnostics); the
+    sampler prepares once per trajectory instead (:func:`cgjax.sampling.algebra.anchored`)."""
+    return predict(prepare(anchor, conds, masks), x_t, abar, parametrisation)
 
 
 def predict(prepared: dict, x_t, abar, parametrisation: str):

@@ -254,8 +254,8 @@ def make_train_fn(dcfg: denoiser.DenoiserConfig, schedule: Schedule, tcfg: Train
         out, new_stats = denoiser.apply(params, batch_stats, x_t, t, conds, masks, dcfg, train=True)
         abar = schedule.alpha_bars[t][:, None]
         if dcfg.anchor != "none":  # the network fits the residual of the frozen anchor
-            frozen = anchor.prepare(jax.lax.stop_gradient(params["anchor"]), conds, masks)
-            out = out + anchor.predict(frozen, x_t, abar, dcfg.parametrisation)
+            out = out + anchor.output(jax.lax.stop_gradient(params["anchor"]), conds, masks, x_t, abar,
+                                      dcfg.parametrisation)
         sq = jnp.square(out - regression_target(dcfg.parametrisation, x0, eps, abar))
         if tcfg.loss_weighting != "native":  # (the paper's program is unchanged without it)
             sq = sq * loss_weight(dcfg.parametrisation, tcfg.loss_weighting, abar, tcfg.min_snr_gamma)
