@@ -185,3 +185,20 @@ def test_point_predictors_get_no_energy_score_and_samplers_do():
     assert "energy_score" not in by["knn"] and "mean_distance" in by["knn"]
     for k in ("gaussian_sample", "mice_sample", "knn_sample"):
         assert by[k]["energy_score"] > 0 and by[k]["r2_std"] > 0 and res.samples["t"][k].shape == (4, 40, 3)
+
+
+def test_gaussian_keeps_its_spread_when_complete_rows_are_fewer_than_given_features():
+    """60 training rows, 70 given features: least squares interpolates them (zero residuals, draws
+    with no spread); the leave-one-out ridge keeps a spread near the true conditional's."""
+    rng = np.random.default_rng(5)
+    k, n, dt = 70, 60, 4
+    z = rng.normal(size=(n + 200, 3))  # 3 factors shared by the given block and the target
+    g = z @ rng.normal(size=(3, k)) + rng.normal(size=(n + 200, k))
+    t = z @ rng.normal(size=(3, dt)) + 0.5 * rng.normal(size=(n + 200, dt))
+    train, test = {"g": g[:n], "t": t[:n]}, {"g": g[n:]}
+    draws = P.gaussian_conditional_sample(train, test, ["g"], "t", replicates=50, seed=0)
+    # the exact conditional's variance is at least the noise's 0.25 (and at most t's own variance)
+    spread = draws.var(axis=0).mean()
+    assert 0.25 * 0.7 < spread < t.var(axis=0).mean()
+    # and the draws are centred as well as a ridge on 60 rows can: closer to t than t's mean is
+    assert np.mean((draws.mean(0) - t[n:]) ** 2) < np.mean((t[:n].mean(0) - t[n:]) ** 2)

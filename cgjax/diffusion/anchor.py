@@ -66,11 +66,8 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
 
     x0 f[N, F]; conds f[N, K, C] (slot-padded); present bool[N, K]; valid bool[N]; true_cond_dims:
     the real width of each slot. For pattern p the rows are the valid ones with every condition of
-    p present. Its mean map is a ridge regression of the target on those conditions, the penalty of
-    each target feature chosen by leave-one-out error (:class:`sklearn.linear_model.RidgeCV`,
-    :data:`ALPHAS`): on a small cohort an unpenalised fit of many conditions is mostly noise. Its
-    covariance is that of the in-sample residuals with each feature's variance raised to its
-    leave-one-out error (the in-sample residuals of a fitted regression are too small). A pattern
+    p present; its Gaussian is :func:`ridge_gaussian` of the target on those conditions (on a small
+    cohort an unpenalised fit of many conditions is mostly noise). A pattern
     with fewer than 2 F + 10 rows (so that the covariance is estimable) falls
     back to its largest sub-pattern that has enough (ultimately the target's own mean and
     covariance). A pattern with more rows than :data:`LOO_BYTES` allows is fitted on a fixed random
@@ -98,7 +95,9 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
             cap = max(need, int(LOO_BYTES // (F * len(ALPHAS) * 8)))
             if len(idx) > cap:  # bounded memory on a large cohort; the same subset every time
                 idx = np.sort(np.random.default_rng(p).choice(idx, cap, replace=False))
-            fitted[p] = _ridge(conds.reshape(N, K * C)[idx][:, cols], x0[idx], cols, K * C)
+            a_p, b_p, cov = ridge_gaussian(conds.reshape(N, K * C)[idx][:, cols], x0[idx])
+            fitted[p] = (np.zeros((K * C, F)), b_p, cov)
+            fitted[p][0][cols] = a_p  # the coefficients of the present slots' real columns
         else:
             y = x0[valid]
             cov = np.cov(y, rowvar=False).reshape(F, F) if len(y) > 1 else np.eye(F)
@@ -110,20 +109,32 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
     return {"coef": f32(coef), "bias": f32(bias), "basis": f32(basis), "eig": f32(eig)}
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, cols: np.ndarray, width: int):
-    """(coef f[width, F] with rows ``cols`` filled, bias f[F], residual covariance f[F, F]) of a ridge
-    regression of y f[n, F] on x f[n, len(cols)], per-feature penalty by leave-one-out error."""
+def ridge_gaussian(x: np.ndarray, y: np.ndarray):
+    """A Gaussian conditional y | x ~ N(b + x A, S) by ridge regression: (A f[P, F], b f[F], S f[F, F]).
+
+    x f[n, P], y f[n, F] (n >= 2). Each target feature's penalty is chosen among :data:`ALPHAS` by
+    leave-one-out error (:class:`sklearn.linear_model.RidgeCV`); S is the covariance of the in-sample
+    residuals with each feature's variance raised to its leave-one-out error, since the in-sample
+    residuals of a fitted regression are too small (to zero when P >= n). P = 0 gives y's mean and
+    covariance. Also the ``gaussian_sample`` baseline (:mod:`cgjax.evaluate.probabilistic`).
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n, F = y.shape
+    if n < 2:
+        raise ValueError(f"a Gaussian conditional needs at least 2 rows, got {n}")
+    if x.shape[1] == 0:
+        return np.zeros((0, F)), y.mean(axis=0), np.cov(y, rowvar=False).reshape(F, F)
     from sklearn.linear_model import RidgeCV
 
     model = RidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(x, y)
-    # cv_results_: squared leave-one-out errors f[n, F, len(ALPHAS)]; each feature's at its chosen alpha
+    # cv_results_: squared leave-one-out errors f[n, F, len(ALPHAS)] (f[n, len(ALPHAS)] when F = 1);
+    # each feature's at its chosen alpha
     chosen = np.searchsorted(ALPHAS, np.atleast_1d(model.alpha_))
-    loo = model.cv_results_[:, np.arange(y.shape[1]), chosen].mean(axis=0)
-    resid = y - model.predict(x)
-    cov = resid.T @ resid / max(len(y) - 1, 1)
+    loo = model.cv_results_.reshape(n, F, len(ALPHAS))[:, np.arange(F), chosen].mean(axis=0)
+    resid = y - model.predict(x).reshape(n, F)
+    cov = resid.T @ resid / max(n - 1, 1)
     scale = np.sqrt(loo / np.maximum(np.diag(cov), 1e-12))
-    coef = np.zeros((width, y.shape[1]))
-    coef[cols] = np.asarray(model.coef_).reshape(y.shape[1], -1).T
+    coef = np.asarray(model.coef_).reshape(F, -1).T
     return coef, np.asarray(model.intercept_).reshape(-1), cov * scale[:, None] * scale[None]
 
 

@@ -6,8 +6,8 @@ returns one value per row, so its "energy score" is only its mean distance to th
 or coverage of a sampler. The three baselines here draw R replicates per row, like the diffusion
 samplers, so they enter the calibration tables on the same footing:
 
-* :func:`gaussian_conditional_sample`: least-squares regression of the target on the given
-  modalities plus a Gaussian residual with the full residual covariance (optionally one fit per
+* :func:`gaussian_conditional_sample`: ridge regression of the target on the given
+  modalities (penalty by leave-one-out error) plus a Gaussian residual with the full residual covariance (optionally one fit per
   cancer type): the exact conditional when the data are jointly Gaussian.
 * :func:`mice_sample`: chained equations with posterior draws, scikit-learn
   ``IterativeImputer(sample_posterior=True)``, R independent imputations (random states
@@ -28,6 +28,8 @@ import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from cgjax.diffusion.anchor import ridge_gaussian
 
 __all__ = ["PROBABILISTIC_METHODS", "gaussian_conditional_sample", "mice_sample", "knn_sample",
            "fit_gaussian_conditional"]
@@ -72,32 +74,24 @@ def _psd_root(cov: np.ndarray) -> np.ndarray:
 
 # ---- Gaussian conditional model -------------------------------------------------------------------
 
-def fit_gaussian_conditional(x: np.ndarray, y: np.ndarray, *, ridge: float = 1e-4) -> dict:
-    """Fit y = a + x B + e, e ~ N(0, Σ) by (lightly ridged) least squares.
+def fit_gaussian_conditional(x: np.ndarray, y: np.ndarray) -> dict:
+    """Fit y = a + x B + e, e ~ N(0, Σ) by ridge regression (:func:`cgjax.diffusion.anchor.ridge_gaussian`:
+    per-feature penalty by leave-one-out error, Σ from the residuals with each variance raised to its
+    leave-one-out error), so that the draws keep their spread when the complete rows are few
+    against the given features (n <= P, where least-squares residuals vanish).
 
-    x f[n, P] (P may be 0: then the model is N(mean y, cov y)), y f[n, D], complete rows.
-    B = (Xc^T Xc + λ I)^{-1} Xc^T Yc on centred data with λ = ridge · tr(Xc^T Xc) / P (a relative
-    ridge: negligible when n >> P, keeps the solve defined when P >= n); Σ = E^T E / (n − P − 1)
-    (or / (n − 1) when that is < 1), E the residuals. The regression coefficients are plugged in
-    (their estimation error is not propagated: fine when n >> P).
-    Returns {"x_mean" f[P], "y_mean" f[D], "coef" f[P, D], "cov" f[D, D], "root" f[D, D], "n"}.
+    x f[n, P] (P may be 0: then the model is N(mean y, cov y)), y f[n, D], complete rows, n >= 2.
+    The regression coefficients are plugged in (their estimation error enters only through the
+    leave-one-out variances).
+    Returns {"x_mean" f[P] (zeros), "y_mean" f[D] (the intercept a), "coef" f[P, D], "cov" f[D, D],
+    "root" f[D, D], "n"}.
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     n, p = x.shape
     if n < 2:
         raise ValueError(f"the Gaussian conditional model needs at least 2 complete training rows, got {n}")
-    xm, ym = x.mean(axis=0), y.mean(axis=0)
-    xc, yc = x - xm, y - ym
-    if p:
-        gram = xc.T @ xc
-        lam = ridge * max(np.trace(gram) / p, 1e-12)
-        coef = np.linalg.solve(gram + lam * np.eye(p), xc.T @ yc)
-    else:
-        coef = np.zeros((0, y.shape[1]))
-    resid = yc - xc @ coef
-    dof = n - p - 1 if n - p - 1 >= 1 else n - 1
-    cov = resid.T @ resid / dof
-    return {"x_mean": xm, "y_mean": ym, "coef": coef, "cov": cov, "root": _psd_root(cov), "n": n}
+    coef, intercept, cov = ridge_gaussian(x, y)
+    return {"x_mean": np.zeros(p), "y_mean": intercept, "coef": coef, "cov": cov, "root": _psd_root(cov), "n": n}
 
 
 def _gaussian_draw(model: dict, x: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -117,7 +111,6 @@ def gaussian_conditional_sample(
     train_types: np.ndarray | None = None,
     test_types: np.ndarray | None = None,
     min_rows: int | None = None,
-    ridge: float = 1e-4,
     n_rows: int | None = None,
 ) -> np.ndarray:
     """R draws of ``target`` from a Gaussian conditional model fitted on the training rows.
@@ -150,7 +143,7 @@ def gaussian_conditional_sample(
         x_tr = np.concatenate([np.asarray(train[m], np.float64)[keep] for m in names], 1) if names else np.zeros((keep.sum(), 0))
         y_tr = np.asarray(train[target], np.float64)[keep]
         x_te = np.concatenate([np.asarray(test[m], np.float64)[rows] for m in names], 1) if names else np.zeros((len(rows), 0))
-        pooled = fit_gaussian_conditional(x_tr, y_tr, ridge=ridge)
+        pooled = fit_gaussian_conditional(x_tr, y_tr)
         if train_types is None:
             out[:, rows] = _gaussian_draw(pooled, x_te, z[:, rows])
             continue
@@ -161,7 +154,7 @@ def gaussian_conditional_sample(
         need = 2 * (x_tr.shape[1] + d + 1) if min_rows is None else min_rows
         for c in np.unique(te_t[rows]):
             sel = te_t[rows] == c
-            model = fit_gaussian_conditional(x_tr[tr_t == c], y_tr[tr_t == c], ridge=ridge) \
+            model = fit_gaussian_conditional(x_tr[tr_t == c], y_tr[tr_t == c]) \
                 if (tr_t == c).sum() >= need else pooled
             out[:, rows[sel]] = _gaussian_draw(model, x_te[sel], z[:, rows[sel]])
     return out.astype(np.float32)
