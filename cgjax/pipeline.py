@@ -23,8 +23,8 @@ from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.ensemble import Imputation, ModelSet, iter_sample_target, new_training_run, train_model_set
-from cgjax.ensemble.choose import choose_per_model
-from cgjax.errors import CgjaxError, CheckpointError, CohortError
+from cgjax.ensemble.choose import choose_per_model, choose_residual_gain
+from cgjax.errors import CgjaxError, CheckpointError, CohortError, ConfigError
 from cgjax.sampling.options import SampleOptions
 
 
@@ -62,6 +62,9 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
     if arch.anchor == "auto":
         return _train_anchor_auto(cohort, out, arch=arch, schedule_cfg=schedule_cfg, train_cfg=train_cfg,
                                   resume=resume, progress=progress, split_seed=split_seed, preset=preset)
+    if train_cfg.residual_gains and arch.anchor != "gaussian":
+        raise ConfigError(f"train.residual_gains {list(train_cfg.residual_gains)} scales the network's residual "
+                          f"over the Gaussian anchor: it needs arch.anchor 'gaussian' or 'auto', got {arch.anchor!r}")
     train_c, val_c, scalers, split = split_and_scale(cohort, split_seed=split_seed, record=True)
     run = None
     if out is not None and resume and (Path(out) / checkpoint.META_FILE).exists():
@@ -72,9 +75,10 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
                                   "overwrite it") from None
         if run is not None:
             ms = run.model_set
+            post_hoc = {"epochs": None, "residual_gains": None}  # more epochs, or gains chosen after training
             same = (ms.arch == arch and ms.schedule_cfg == schedule_cfg and ms.dims == train_c.dims()
                     and (ms.split is None or ms.split == split)
-                    and {**ms.train_cfg.to_dict(), "epochs": None} == {**train_cfg.to_dict(), "epochs": None})
+                    and ms.train_cfg.to_dict() | post_hoc == train_cfg.to_dict() | post_hoc)
             if not same:
                 raise CgjaxError(f"{out}: holds a checkpoint trained with another configuration or cohort; "
                                  "choose another --out or pass --no-resume to overwrite it")
@@ -94,7 +98,30 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
     on_validation = (lambda r: checkpoint.save(out, r.model_set, r, preset=preset)) if out is not None else None
     run = train_model_set(run, train_c.data, train_c.masks, val_c.data, val_c.masks, progress=progress,
                           on_validation=on_validation)
+    if train_cfg.residual_gains:
+        _choose_residual_gains(run, val_c, progress)
+        if on_validation is not None:
+            on_validation(run)
     return run.model_set
+
+
+def _choose_residual_gains(run, val_c: Cohort, progress: bool) -> None:
+    """``train.residual_gains``: per model, the gain on the network's residual that validates best
+    (:func:`cgjax.ensemble.choose.choose_residual_gain`), for the models that have none yet (a model
+    that kept its gain through a resumed run is not scaled twice). The scores kept for selection
+    become the chosen ones, so that more epochs must beat the scaled model."""
+    ms = run.model_set
+    todo = {s.name for g in ms.groups.values() for s in g.specs if "residual_gain" not in ms.val_metrics.get(s.name, {})}
+    if not todo:
+        return
+    chosen = choose_residual_gain(ms, val_c.data, val_c.masks, ms.train_cfg.residual_gains, skip=set(ms.val_metrics) - todo)
+    crit = ms.train_cfg.select_by
+    for name, g in ms.groups.items():
+        run.best_scores[name] = np.array([ms.val_metrics[s.name][crit] for s in g.specs])
+    if progress:
+        counts = {gain: sum(v == gain for v in chosen.values()) for gain in ms.train_cfg.residual_gains}
+        print("train.residual_gains: models per gain on the network's residual (validation "
+              f"{crit}): " + ", ".join(f"{gain:g}: {n}" for gain, n in counts.items()))
 
 
 def anchor_parts(out: str | Path) -> dict[str, Path]:
@@ -114,7 +141,10 @@ def _train_anchor_auto(cohort: Cohort, out, *, arch: ArchConfig, preset: dict | 
     for a, where in parts.items():
         if kw["progress"]:
             print(f"arch.anchor = auto: training with anchor '{a}'" + (f" in {where}" if where else ""))
-        sets[a] = train(cohort, where, arch=dataclasses.replace(arch, anchor=a), preset=preset, **kw)
+        part = dict(kw)
+        if a == "none":  # nothing to scale without an anchor
+            part["train_cfg"] = dataclasses.replace(kw["train_cfg"], residual_gains=())
+        sets[a] = train(cohort, where, arch=dataclasses.replace(arch, anchor=a), preset=preset, **part)
     ms, chosen = choose_per_model(sets["gaussian"], sets["none"])
     if kw["progress"]:
         kept = sum(a == "gaussian" for a in chosen.values())

@@ -134,6 +134,18 @@ def test_a_large_pattern_is_fitted_on_a_bounded_subset(monkeypatch):
     np.testing.assert_allclose(small["coef"][1], beta, atol=0.1)
 
 
+def test_a_one_feature_target_is_fitted_as_that_feature_of_a_wider_one():
+    """Penalties are chosen per feature, so the fit of feature 0 alone is column 0 of the fit of
+    features 0 and 1 (scikit-learn drops a dimension for a single target; the fit must not)."""
+    rng = np.random.default_rng(11)
+    y, c1, _, _ = _joint_gaussian_sample(rng, 500)
+    one, two = anchor.ridge_gaussian(c1, y[:, :1]), anchor.ridge_gaussian(c1, y)
+    assert one[0].shape == (2, 1) and one[1].shape == (1,) and one[2].shape == (1, 1)
+    np.testing.assert_allclose(one[0], two[0][:, :1], rtol=1e-8)
+    np.testing.assert_allclose(one[1], two[1][:1], rtol=1e-8)
+    np.testing.assert_allclose(one[2], two[2][:1, :1], rtol=1e-8)
+
+
 def test_a_pattern_with_too_few_rows_falls_back_to_a_sub_pattern():
     rng = np.random.default_rng(3)
     n = 2000
@@ -283,6 +295,86 @@ def test_anchor_auto_trains_both_and_keeps_the_better_per_model(tiny_cohort, anc
     for name, g in want.groups.items():
         for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(loaded.groups[name].params)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_scale_residual_scales_each_models_network_output_exactly(anchored):
+    """Gain g_m on stacked model m multiplies its network output by g_m (the output layer is linear),
+    leaving its anchor and every other model untouched."""
+    from cgjax.ensemble.choose import scale_residual
+
+    ms, _ = anchored
+    g = max(ms.groups.values(), key=lambda g: len(g.specs))
+    M, cfg = len(g.specs), g.dcfg
+    gain = np.linspace(0.0, 1.5, M)
+    rng = np.random.default_rng(12)
+    B = 8
+    x_t = jnp.asarray(rng.normal(size=(B, cfg.x_dim)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, TINY_SCHED.timesteps, B), jnp.int32)
+    conds = jnp.asarray(rng.normal(size=(B, cfg.n_conds, max(cfg.cond_dims))), jnp.float32)
+    masks = jnp.ones((B, cfg.n_conds), jnp.float32)
+    run = jax.vmap(lambda p, s: denoiser.apply(p, s, x_t, t, conds, masks, cfg, train=False)[0])
+    scaled = scale_residual(g.params, gain)
+    want = np.asarray(run(g.params, g.batch_stats)) * gain[:, None, None]
+    np.testing.assert_allclose(np.asarray(run(scaled, g.batch_stats)), want, rtol=1e-5, atol=1e-6)
+    for key in g.params["anchor"]:
+        assert scaled["anchor"][key] is g.params["anchor"][key]
+
+
+def test_choose_residual_gain_drops_a_broken_residual(tiny_cohort, anchored):
+    """Every network output of a copy of the anchored set is blown up 10 times: the gains that undo
+    it (1/10) or drop the network (0) must win over keeping it (1) for every model, the parameters
+    must be scaled by the gain chosen, and val_metrics must hold its score."""
+    from cgjax.ensemble.choose import choose_residual_gain, scale_residual
+    from cgjax.errors import CgjaxError
+
+    ms = dataclasses.replace(anchored[0], val_metrics=dict(anchored[0].val_metrics))
+    ms.groups = {n: dataclasses.replace(g, params=scale_residual(g.params, 10.0))
+                       for n, g in anchored[0].groups.items()}
+    broken = {n: g.params for n, g in ms.groups.items()}
+    _, val, _ = pipeline.split_and_scale(tiny_cohort)
+    chosen = choose_residual_gain(ms, val.data, val.masks, gains=(0.0, 0.1, 1.0))
+    assert set(chosen) == {s.name for g in ms.groups.values() for s in g.specs}
+    assert set(chosen.values()) <= {0.0, 0.1} and 0.1 in chosen.values()
+    for n, g in ms.groups.items():
+        gains = np.array([chosen[s.name] for s in g.specs])
+        last = g.params["layers"][-1]["w_h"]
+        np.testing.assert_allclose(np.asarray(last), np.asarray(broken[n]["layers"][-1]["w_h"]) * gains[:, None, None],
+                                   rtol=1e-6)
+        for s in g.specs:
+            assert ms.val_metrics[s.name]["residual_gain"] == chosen[s.name]
+            assert np.isfinite(ms.val_metrics[s.name][ms.train_cfg.select_by])
+    with pytest.raises(CgjaxError, match="arch.anchor"):
+        choose_residual_gain(dataclasses.replace(ms, arch=dataclasses.replace(ms.arch, anchor="none")),
+                             val.data, val.masks)
+
+
+def test_train_residual_gains_are_chosen_once_and_saved(tiny_cohort, anchored, tmp_path):
+    """pipeline.train with train.residual_gains on a finished anchored checkpoint (nothing left to
+    train) chooses each model's gain, scales it and saves it; running it again changes nothing (a
+    model is never scaled twice); without an anchor the option is a config error."""
+    import shutil
+
+    out = tmp_path / "m"
+    shutil.copytree(anchored[1], out)
+    arch = dataclasses.replace(TINY_ARCH, anchor="gaussian")
+    tcfg = dataclasses.replace(TINY_TRAIN, residual_gains=(0.0, 1.0))
+    ms = pipeline.train(tiny_cohort, out, arch=arch, schedule_cfg=TINY_SCHED, train_cfg=tcfg, progress=False)
+    gains = {n: v["residual_gain"] for n, v in ms.val_metrics.items()}
+    assert set(gains) == set(anchored[0].val_metrics) and set(gains.values()) <= {0.0, 1.0}
+    for name, g in ms.groups.items():
+        want = np.asarray(anchored[0].groups[name].params["layers"][-1]["b"]) * \
+            np.array([gains[s.name] for s in g.specs])[:, None]
+        np.testing.assert_array_equal(np.asarray(g.params["layers"][-1]["b"]), want)
+    loaded = checkpoint.load(out)
+    assert loaded.val_metrics == ms.val_metrics and loaded.train_cfg.residual_gains == (0.0, 1.0)
+    again = pipeline.train(tiny_cohort, out, arch=arch, schedule_cfg=TINY_SCHED, train_cfg=tcfg, progress=False)
+    for name, g in again.groups.items():
+        for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(ms.groups[name].params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ConfigError, match="residual_gains"):
+        pipeline.train(tiny_cohort, None, arch=TINY_ARCH, schedule_cfg=TINY_SCHED, train_cfg=tcfg, progress=False)
+    with pytest.raises(ConfigError, match="residual_gains"):
+        dataclasses.replace(TINY_TRAIN, residual_gains=(-1.0,))
 
 
 def test_bad_anchor_is_a_config_error():

@@ -68,9 +68,15 @@ class TrainConfig:
     # of the embeddings included; not biases or BatchNorm's scale and shift): each step multiplies
     # them by 1 - lr_t * weight_decay
     weight_decay: float = 0.0
+    # with the Gaussian anchor (ArchConfig.anchor): after training, each model keeps the network's
+    # residual scaled by whichever of these gains validates best (cgjax.ensemble.choose.choose_residual_gain;
+    # 0 = the anchor alone); () keeps every model as trained
+    residual_gains: tuple = ()
     seed: int = 0
 
     def __post_init__(self):
+        if isinstance(self.residual_gains, list):  # from a config file or a checkpoint's JSON
+            object.__setattr__(self, "residual_gains", tuple(self.residual_gains))
         def need(ok, field, rule, flag=None):
             if not ok:
                 name = f"{flag} (TrainConfig.{field})" if flag else f"TrainConfig.{field}"
@@ -95,6 +101,8 @@ class TrainConfig:
         need(self.loss_weighting in LOSS_WEIGHTINGS, "loss_weighting", f"one of {LOSS_WEIGHTINGS}")
         need(is_real(self.min_snr_gamma) and self.min_snr_gamma > 0, "min_snr_gamma", "a finite number > 0")
         need(is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
+        need(isinstance(self.residual_gains, tuple) and all(is_real(g) and g >= 0 for g in self.residual_gains),
+             "residual_gains", "a list of finite numbers >= 0 (empty: keep the models as trained)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

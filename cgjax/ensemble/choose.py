@@ -1,4 +1,5 @@
-"""Per model, the better of two model sets trained on the same cohort: with and without the Gaussian anchor.
+"""Choices made per model after training, by validation score: with or without the Gaussian anchor,
+and how much of an anchored network's residual to keep.
 
 The Gaussian anchor (:mod:`cgjax.diffusion.anchor`) helps a model whose conditional law is close to
 linear-Gaussian and can hurt one whose law is not (docs/calibration.md). Which is which shows in the
@@ -7,6 +8,11 @@ quick preset), measured on the same validation rows with the same noise when bot
 same cohort, split and seed. :func:`choose_per_model` keeps, for every model, the set whose score is
 lower. A plain network is an anchored one whose anchor is all zero (its prediction is then exactly
 0), so the result is one model set with ``arch.anchor = "gaussian"``.
+
+:func:`choose_residual_gain` scales each anchored model's network output by the gain (of, e.g.,
+0, 0.5, 1) that validates best: on a small cohort the learned residual carries estimation error,
+and where the law is nearly linear-Gaussian the anchor alone, or half the residual, samples closer
+to the law (``train.residual_gains``; docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cgjax.ensemble.arrays import group_arrays
+from cgjax.ensemble.fit import validate_group
 from cgjax.ensemble.spec import ModelSet
 from cgjax.errors import CgjaxError
 
@@ -36,7 +44,9 @@ def choose_per_model(anchored: ModelSet, plain: ModelSet) -> tuple[ModelSet, dic
                          f"got {anchored.arch.anchor!r} and {plain.arch.anchor!r}")
     checks = {"architecture": (dataclasses.replace(anchored.arch, anchor="none"), plain.arch),
               "schedule": (anchored.schedule_cfg, plain.schedule_cfg),
-              "training configuration": (anchored.train_cfg, plain.train_cfg),
+              # residual_gains is applied after training, and only with an anchor
+              "training configuration": (dataclasses.replace(anchored.train_cfg, residual_gains=()),
+                                         dataclasses.replace(plain.train_cfg, residual_gains=())),
               "modalities": ((anchored.modalities, anchored.dims), (plain.modalities, plain.dims)),
               "scalers (cohort)": (anchored.scalers, plain.scalers), "split": (anchored.split, plain.split)}
     for what, (a, b) in checks.items():
@@ -61,3 +71,62 @@ def choose_per_model(anchored: ModelSet, plain: ModelSet) -> tuple[ModelSet, dic
             src = plain if plain_won else anchored
             out.val_metrics[s.name] = {**src.val_metrics[s.name], "anchored": 0.0 if plain_won else 1.0}
     return out, chosen
+
+
+# ---- how much of the network's residual to keep ------------------------------------------------------
+
+RESIDUAL_GAINS = (0.0, 0.5, 1.0)  # the gains choose_residual_gain tries (0: the Gaussian anchor alone)
+
+
+def scale_residual(params: dict, gain) -> dict:
+    """An anchored model's parameters with the network's output multiplied by ``gain`` (a scalar or
+    f[M], one per stacked model): the output layer is linear in its weights and bias, so scaling them
+    scales the network's output exactly and leaves the anchor as it is. Everything else is shared,
+    not copied."""
+    gain = jnp.asarray(gain, jnp.float32)
+    layers = list(params["layers"])
+    layers[-1] = jax.tree.map(lambda a: a * gain.reshape(gain.shape + (1,) * (a.ndim - gain.ndim)), layers[-1])
+    return {**params, "layers": layers}
+
+
+def choose_residual_gain(ms: ModelSet, val_data, val_masks, gains=RESIDUAL_GAINS, *, seed: int = 0,
+                         skip=frozenset()) -> dict[str, float]:
+    """Per model, how much of the network's learned residual to keep, by validation score.
+
+    An anchored model predicts anchor + network (:mod:`cgjax.diffusion.anchor`). On a small cohort the
+    network's part carries estimation error as well as what the Gaussian misses, and where the law is
+    close to linear-Gaussian the error can outweigh it. Each model's network output is scaled by each
+    of ``gains`` (:func:`scale_residual`; 0 keeps the Gaussian anchor alone, 1 the model as trained),
+    its validation rows are sampled as in training (:func:`cgjax.ensemble.fit.validate_group`: the same
+    rows, replicates and score, ``train_cfg.select_by``, with one noise key for every gain, so the
+    comparison is paired), and the lowest score is kept. ``ms`` is changed in place: its parameters,
+    and ``val_metrics[model]`` gets the kept gain's scores and ``"residual_gain"``. Returns model ->
+    gain for the models not in ``skip`` (names of models left exactly as they are). ``val_data`` /
+    ``val_masks``: the validation split's scaled modality arrays and masks.
+    """
+    if ms.arch.anchor != "gaussian":
+        raise CgjaxError(f"choose_residual_gain needs a model set trained with arch.anchor = 'gaussian', "
+                         f"got {ms.arch.anchor!r}")
+    gains = np.asarray(gains, np.float64)
+    if gains.ndim != 1 or not len(gains) or not np.all(np.isfinite(gains)):
+        raise CgjaxError(f"residual gains must be a non-empty list of finite numbers, got {gains.tolist()}")
+    crit, key = ms.train_cfg.select_by, jax.random.PRNGKey(seed)
+    chosen = {}
+    for name, g in ms.groups.items():
+        keep = np.array([s.name in skip for s in g.specs])
+        if keep.all():
+            continue
+        val = group_arrays(g, val_data, val_masks)
+        scores = [validate_group(dataclasses.replace(g, params=scale_residual(g.params, gain)), ms.schedule_cfg,
+                                 val, ms.train_cfg.val_replicates, key) for gain in gains]
+        crits = np.stack([s[crit] for s in scores])  # [G, M]; a diverged sample scores inf, never best
+        best = np.argmin(np.where(np.isfinite(crits), crits, np.inf), axis=0)  # first (smallest gain) on ties
+        g.params = scale_residual(g.params, np.where(keep, 1.0, gains[best]))
+        for m, spec in enumerate(g.specs):
+            if keep[m]:
+                continue
+            chosen[spec.name] = float(gains[best[m]])
+            ms.val_metrics[spec.name] = {**ms.val_metrics.get(spec.name, {}),
+                                         **{k: float(v[m]) for k, v in scores[best[m]].items()},
+                                         "residual_gain": chosen[spec.name]}
+    return chosen
