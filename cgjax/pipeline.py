@@ -24,7 +24,7 @@ from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
 from cgjax.ensemble import Imputation, ModelSet, iter_sample_target, new_training_run, train_model_set
 from cgjax.ensemble.choose import choose_per_model, choose_residual_gain
-from cgjax.errors import CgjaxError, CheckpointError, CohortError, ConfigError
+from cgjax.errors import CgjaxError, CheckpointError, CohortError
 from cgjax.sampling.options import SampleOptions
 
 
@@ -62,9 +62,6 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
     if arch.anchor == "auto":
         return _train_anchor_auto(cohort, out, arch=arch, schedule_cfg=schedule_cfg, train_cfg=train_cfg,
                                   resume=resume, progress=progress, split_seed=split_seed, preset=preset)
-    if train_cfg.residual_gains and arch.anchor != "gaussian":
-        raise ConfigError(f"train.residual_gains {list(train_cfg.residual_gains)} scales the network's residual "
-                          f"over the Gaussian anchor: it needs arch.anchor 'gaussian' or 'auto', got {arch.anchor!r}")
     train_c, val_c, scalers, split = split_and_scale(cohort, split_seed=split_seed, record=True)
     run = None
     if out is not None and resume and (Path(out) / checkpoint.META_FILE).exists():
@@ -98,7 +95,7 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
     on_validation = (lambda r: checkpoint.save(out, r.model_set, r, preset=preset)) if out is not None else None
     run = train_model_set(run, train_c.data, train_c.masks, val_c.data, val_c.masks, progress=progress,
                           on_validation=on_validation)
-    if train_cfg.residual_gains:
+    if train_cfg.residual_gains and arch.anchor == "gaussian":  # without an anchor: nothing to scale
         _choose_residual_gains(run, val_c, progress)
         if on_validation is not None:
             on_validation(run)
@@ -141,10 +138,7 @@ def _train_anchor_auto(cohort: Cohort, out, *, arch: ArchConfig, preset: dict | 
     for a, where in parts.items():
         if kw["progress"]:
             print(f"arch.anchor = auto: training with anchor '{a}'" + (f" in {where}" if where else ""))
-        part = dict(kw)
-        if a == "none":  # nothing to scale without an anchor
-            part["train_cfg"] = dataclasses.replace(kw["train_cfg"], residual_gains=())
-        sets[a] = train(cohort, where, arch=dataclasses.replace(arch, anchor=a), preset=preset, **part)
+        sets[a] = train(cohort, where, arch=dataclasses.replace(arch, anchor=a), preset=preset, **kw)
     ms, chosen = choose_per_model(sets["gaussian"], sets["none"])
     if kw["progress"]:
         kept = sum(a == "gaussian" for a in chosen.values())

@@ -348,10 +348,10 @@ def test_choose_residual_gain_drops_a_broken_residual(tiny_cohort, anchored):
                              val.data, val.masks)
 
 
-def test_train_residual_gains_are_chosen_once_and_saved(tiny_cohort, anchored, tmp_path):
+def test_train_residual_gains_are_chosen_once_and_saved(tiny_cohort, anchored, tiny_trained, tmp_path):
     """pipeline.train with train.residual_gains on a finished anchored checkpoint (nothing left to
     train) chooses each model's gain, scales it and saves it; running it again changes nothing (a
-    model is never scaled twice); without an anchor the option is a config error."""
+    model is never scaled twice); a set without the anchor is left as trained."""
     import shutil
 
     out = tmp_path / "m"
@@ -371,8 +371,14 @@ def test_train_residual_gains_are_chosen_once_and_saved(tiny_cohort, anchored, t
     for name, g in again.groups.items():
         for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(ms.groups[name].params)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    with pytest.raises(ConfigError, match="residual_gains"):
-        pipeline.train(tiny_cohort, None, arch=TINY_ARCH, schedule_cfg=TINY_SCHED, train_cfg=tcfg, progress=False)
+    plain_out = tmp_path / "plain"
+    shutil.copytree(tiny_trained[1], plain_out)
+    plain = pipeline.train(tiny_cohort, plain_out, arch=TINY_ARCH, schedule_cfg=TINY_SCHED, train_cfg=tcfg,
+                           progress=False)
+    assert plain.val_metrics == tiny_trained[0].val_metrics
+    for name, g in plain.groups.items():
+        for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(tiny_trained[0].groups[name].params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ConfigError, match="residual_gains"):
         dataclasses.replace(TINY_TRAIN, residual_gains=(-1.0,))
 

@@ -70,7 +70,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     # with the Gaussian anchor (ArchConfig.anchor): after training, each model keeps the network's
     # residual scaled by whichever of these gains validates best (cgjax.ensemble.choose.choose_residual_gain;
-    # 0 = the anchor alone); () keeps every model as trained
+    # 0 = the anchor alone); () keeps every model as trained, as does a model set without the anchor
     residual_gains: tuple = ()
     seed: int = 0
 
