@@ -132,14 +132,16 @@ def _train_anchor_auto(cohort: Cohort, out, *, arch: ArchConfig, preset: dict | 
     """``arch.anchor = "auto"``: train the model set without and with the Gaussian anchor (twice the
     time; each resumable in :func:`anchor_parts`) and keep, per model, the one with the lower
     validation score (:func:`cgjax.ensemble.choose.choose_per_model`). The combined set is written
-    to ``out``, which alone is what imputation needs."""
+    to ``out``, which alone is what imputation needs. Both sets are re-scored on the validation rows
+    with one noise key for the choice."""
     parts = anchor_parts(out) if out is not None else {"none": None, "gaussian": None}
     sets = {}
     for a, where in parts.items():
         if kw["progress"]:
             print(f"arch.anchor = auto: training with anchor '{a}'" + (f" in {where}" if where else ""))
         sets[a] = train(cohort, where, arch=dataclasses.replace(arch, anchor=a), preset=preset, **kw)
-    ms, chosen = choose_per_model(sets["gaussian"], sets["none"])
+    _, val_c, _ = split_and_scale(cohort, split_seed=kw["split_seed"])
+    ms, chosen = choose_per_model(sets["gaussian"], sets["none"], val_c.data, val_c.masks)
     if kw["progress"]:
         kept = sum(a == "gaussian" for a in chosen.values())
         print(f"arch.anchor = auto: the anchor is kept by {kept} of {len(chosen)} models (validation "

@@ -133,7 +133,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     # The same number of optimiser steps at every cohort size (epochs of the whole train split).
     # training flags given on the command line (None: the preset's value, or TrainConfig's default)
     given = {k: getattr(args, k) for k in ("select_by", "ema_decay", "single_cond_dropout", "loss_weighting",
-                                           "min_snr_gamma", "eval_every", "min_steps", "weight_decay")
+                                           "min_snr_gamma", "eval_every", "min_steps", "weight_decay",
+                                           "residual_gains")
              if getattr(args, k) is not None}
     if args.model_preset:  # the library's preset (cgjax train --preset): its sizes, epochs and schedule
         arch, sched, train_cfg = build_configs({}, args.epochs, None, PRESETS[args.model_preset])
@@ -173,6 +174,7 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     base = dict(law=member.name, n_samples=n_samples, parametrisation=ms.arch.parametrisation,
                 loss_weighting=train_cfg.loss_weighting, select_by=train_cfg.select_by, ema_decay=train_cfg.ema_decay,
                 weight_decay=train_cfg.weight_decay, anchor=ms.arch.anchor,
+                residual_gains=" ".join(f"{g:g}" for g in train_cfg.residual_gains),
                 hidden=ms.arch.hidden, n_layers=ms.arch.n_layers, cond_embed_dim=ms.arch.cond_embed_dim,
                 preset=args.model_preset or f"grid {args.train_steps or '-'} steps", target=target,
                 dims=member.describe()["dims"],
@@ -349,6 +351,8 @@ def main(argv=None):
     ap.add_argument("--anchor", default=None, choices=ANCHORS,
                     help="ArchConfig.anchor: none (the paper's network) or gaussian (the network fits the residual "
                          "of a fitted linear-Gaussian denoiser; default: the preset's, else none)")
+    ap.add_argument("--residual-gains", type=float, nargs="*", default=None,
+                    help="TrainConfig.residual_gains, e.g. 0 0.5 1; none given: off (default: the preset's, else off)")
     ap.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS,
                     help="TrainConfig.loss_weighting: native (the parametrisation's own), eps or min_snr "
                          "(default: the preset's, else native)")

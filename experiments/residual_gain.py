@@ -21,6 +21,17 @@ from cgjax.datasets import zoo
 from cgjax.ensemble.choose import RESIDUAL_GAINS, choose_residual_gain
 
 
+def cell_cohort(cell: str, ms=None):
+    """The cohort of a ``calibration.py --models`` cell (``<law>-n<size>-seed<seed>``), checked
+    against the split recorded in ``ms`` when given."""
+    law, size, seed = re.fullmatch(r"(.+)-n(\d+)-seed(\d+)", cell).groups()
+    member = zoo.law(int(law[6:]) if re.fullmatch(r"random\d+", law) else law, n_samples=int(size))
+    cohort = member.cohort(seed=int(seed))
+    if ms is not None and ms.split is not None and pipeline.split_and_scale(cohort, record=True)[3] != ms.split:
+        raise SystemExit(f"{cell}: the rebuilt split differs from the checkpoint's")
+    return cohort
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", required=True)
@@ -30,13 +41,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cells = args.cells or sorted(p.name for p in Path(args.models).iterdir() if (p / checkpoint.META_FILE).exists())
     for cell in cells:
-        law, size, seed = re.fullmatch(r"(.+)-n(\d+)-seed(\d+)", cell).groups()
-        member = zoo.law(int(law[6:]) if re.fullmatch(r"random\d+", law) else law, n_samples=int(size))
         run = checkpoint.load_run(Path(args.models) / cell)  # its training state: calibration.py sees it finished
         ms = run.model_set
-        _, val, _, split = pipeline.split_and_scale(member.cohort(seed=int(seed)), record=True)
-        if ms.split is not None and ms.split != split:
-            raise SystemExit(f"{cell}: the rebuilt split differs from the checkpoint's")
+        _, val, _ = pipeline.split_and_scale(cell_cohort(cell, ms))
         chosen = choose_residual_gain(ms, val.data, val.masks, args.gains)
         checkpoint.save(Path(args.out) / cell, ms, run)
         print(f"{cell}: " + ", ".join(f"{n} {g:g}" for n, g in chosen.items()), flush=True)

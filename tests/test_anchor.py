@@ -260,6 +260,8 @@ def test_choose_per_model_keeps_the_better_validation_score(tiny_cohort, anchore
         assert kept == ("none" if plain_better else "gaussian")
         assert merged.val_metrics[name][crit] == min(p_ms.val_metrics[name][crit], a_ms.val_metrics[name][crit])
     assert {chosen[n] for n in chosen if n.endswith("_from_multi")} == {"none"}
+    # a plain network (zero anchor) is marked so that train.residual_gains never scales it
+    assert all(merged.val_metrics[n].get("residual_gain") == 1.0 for n in chosen if chosen[n] == "none")
     assert "gaussian" in chosen.values()
     test = pipeline.scaled_inputs(merged, tiny_cohort.split("test"))
     for target in merged.modalities:
@@ -269,6 +271,18 @@ def test_choose_per_model_keeps_the_better_validation_score(tiny_cohort, anchore
         got, want = sample_target(merged, target, given, opts).x, sample_target(src, target, given, opts).x
         assert np.isfinite(got).all()
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # with validation rows, both sets are re-scored with one noise key and compared on those scores
+    from cgjax.ensemble import validate_group
+
+    _, val, _ = pipeline.split_and_scale(tiny_cohort)
+    _, paired = choose_per_model(a_ms, p_ms, val.data, val.masks)
+    crit_a, crit_p = {}, {}
+    for ms_, out_ in ((a_ms, crit_a), (p_ms, crit_p)):
+        for g in ms_.groups.values():
+            sc = validate_group(g, ms_.schedule_cfg, group_arrays(g, val.data, val.masks), ms_.train_cfg.val_replicates,
+                                jax.random.PRNGKey(0))[crit]
+            out_.update({s.name: sc[m] for m, s in enumerate(g.specs)})
+    assert paired == {n: "none" if crit_p[n] < crit_a[n] else "gaussian" for n in paired}
     with pytest.raises(CgjaxError, match="arch.anchor"):
         choose_per_model(a_ms, a_ms)
     other = dataclasses.replace(p_ms, train_cfg=dataclasses.replace(p_ms.train_cfg, seed=9))
@@ -289,7 +303,8 @@ def test_anchor_auto_trains_both_and_keeps_the_better_per_model(tiny_cohort, anc
     shutil.copytree(anchored[1], parts["gaussian"])
     ms = pipeline.train(tiny_cohort, out, arch=dataclasses.replace(TINY_ARCH, anchor="auto"), schedule_cfg=TINY_SCHED,
                         train_cfg=TINY_TRAIN, progress=False)
-    want, _ = choose_per_model(anchored[0], tiny_trained[0])
+    _, val, _ = pipeline.split_and_scale(tiny_cohort)
+    want, _ = choose_per_model(anchored[0], tiny_trained[0], val.data, val.masks)
     loaded = checkpoint.load(out)
     assert loaded.arch.anchor == "gaussian" and loaded.val_metrics == want.val_metrics == ms.val_metrics
     for name, g in want.groups.items():

@@ -30,14 +30,19 @@ from cgjax.ensemble.spec import ModelSet
 from cgjax.errors import CgjaxError
 
 
-def choose_per_model(anchored: ModelSet, plain: ModelSet) -> tuple[ModelSet, dict[str, str]]:
+def choose_per_model(anchored: ModelSet, plain: ModelSet, val_data=None, val_masks=None, *,
+                     seed: int = 0) -> tuple[ModelSet, dict[str, str]]:
     """(the combined model set, model name -> ``"gaussian"`` or ``"none"``, the anchor it kept).
 
     ``anchored`` was trained with ``arch.anchor = "gaussian"``, ``plain`` with ``"none"``, otherwise
     with the same configuration on the same cohort and split (checked: a mismatch is a
     :class:`CgjaxError` naming what differs). A model keeps its anchored version unless the plain
     one's validation score is strictly lower; the combined set's ``val_metrics`` are those of the
-    versions kept, each with ``"anchored"`` 1.0 or 0.0.
+    versions kept, each with ``"anchored"`` 1.0 or 0.0 (and a plain one with ``"residual_gain"`` 1.0,
+    so that :func:`choose_residual_gain` never scales it). The scores compared are those stored in
+    ``val_metrics`` or, with ``val_data`` / ``val_masks`` (the validation split's scaled arrays and
+    masks), both sets re-scored on those rows with one noise key (a paired comparison: the stored
+    scores may come from different epochs' noise, and an anchored set's from its residual-gain choice).
     """
     if anchored.arch.anchor != "gaussian" or plain.arch.anchor != "none":
         raise CgjaxError(f"choose_per_model takes a set trained with arch.anchor = 'gaussian' and one with 'none', "
@@ -58,9 +63,19 @@ def choose_per_model(anchored: ModelSet, plain: ModelSet) -> tuple[ModelSet, dic
     out.groups = {name: copy.copy(g) for name, g in anchored.groups.items()}
     out.val_metrics = {}
     chosen = {}
+    metrics = {"gaussian": anchored.val_metrics, "none": plain.val_metrics}
+    if val_data is not None:
+        metrics = {a: {k: dict(v) for k, v in m.items()} for a, m in metrics.items()}
+        key = jax.random.PRNGKey(seed)
+        for a, ms in (("gaussian", anchored), ("none", plain)):
+            for name, g in ms.groups.items():
+                scores = validate_group(g, ms.schedule_cfg, group_arrays(g, val_data, val_masks),
+                                        ms.train_cfg.val_replicates, key)
+                for m, spec in enumerate(g.specs):
+                    metrics[a][spec.name].update({k: float(v[m]) for k, v in scores.items()})
     for name, g in out.groups.items():
         p = plain.groups[name]
-        keep_plain = np.array([plain.val_metrics[s.name][crit] < anchored.val_metrics[s.name][crit] for s in g.specs])
+        keep_plain = np.array([metrics["none"][s.name][crit] < metrics["gaussian"][s.name][crit] for s in g.specs])
         sel = lambda a, b: jnp.where(jnp.asarray(keep_plain).reshape((-1,) + (1,) * (a.ndim - 1)), b, a)
         net = {k: v for k, v in g.params.items() if k != "anchor"}
         params = jax.tree.map(sel, net, p.params)
@@ -68,8 +83,9 @@ def choose_per_model(anchored: ModelSet, plain: ModelSet) -> tuple[ModelSet, dic
         g.params, g.batch_stats = params, jax.tree.map(sel, g.batch_stats, p.batch_stats)
         for s, plain_won in zip(g.specs, keep_plain):
             chosen[s.name] = "none" if plain_won else "gaussian"
-            src = plain if plain_won else anchored
-            out.val_metrics[s.name] = {**src.val_metrics[s.name], "anchored": 0.0 if plain_won else 1.0}
+            out.val_metrics[s.name] = {**metrics[chosen[s.name]][s.name], "anchored": 0.0 if plain_won else 1.0}
+            if plain_won:  # its anchor is zero: no residual to scale (train.residual_gains leaves it alone)
+                out.val_metrics[s.name]["residual_gain"] = 1.0
     return out, chosen
 
 
