@@ -96,8 +96,9 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
             if len(idx) > cap:  # bounded memory on a large cohort; the same subset every time
                 idx = np.sort(np.random.default_rng(p).choice(idx, cap, replace=False))
             a_p, b_p, cov = ridge_gaussian(conds.reshape(N, K * C)[idx][:, cols], x0[idx])
-            fitted[p] = (np.zeros((K * C, F)), b_p, cov)
-            fitted[p][0][cols] = a_p  # the coefficients of the present slots' real columns
+            coef_p = np.zeros((K * C, F))
+            coef_p[cols] = a_p  # the present slots' real columns; padding and absent slots stay 0
+            fitted[p] = (coef_p, b_p, cov)
         else:
             y = x0[valid]
             cov = np.cov(y, rowvar=False).reshape(F, F) if len(y) > 1 else np.eye(F)

@@ -67,10 +67,11 @@ def choose_per_model(anchored: ModelSet, plain: ModelSet, val_data=None, val_mas
     if val_data is not None:
         metrics = {a: {k: dict(v) for k, v in m.items()} for a, m in metrics.items()}
         key = jax.random.PRNGKey(seed)
+        # both sets group the same models (same modalities and configuration, checked above): one set of arrays
+        val = {name: group_arrays(g, val_data, val_masks) for name, g in anchored.groups.items()}
         for a, ms in (("gaussian", anchored), ("none", plain)):
             for name, g in ms.groups.items():
-                scores = validate_group(g, ms.schedule_cfg, group_arrays(g, val_data, val_masks),
-                                        ms.train_cfg.val_replicates, key)
+                scores = validate_group(g, ms.schedule_cfg, val[name], ms.train_cfg.val_replicates, key)
                 for m, spec in enumerate(g.specs):
                     metrics[a][spec.name].update({k: float(v[m]) for k, v in scores.items()})
     for name, g in out.groups.items():
