@@ -361,6 +361,9 @@ def test_choose_residual_gain_drops_a_broken_residual(tiny_cohort, anchored):
     with pytest.raises(CgjaxError, match="arch.anchor"):
         choose_residual_gain(dataclasses.replace(ms, arch=dataclasses.replace(ms.arch, anchor="none")),
                              val.data, val.masks)
+    for bad in ((), (0.0, float("nan"))):
+        with pytest.raises(CgjaxError, match="residual gains must be a non-empty list of finite numbers"):
+            choose_residual_gain(ms, val.data, val.masks, gains=bad)
 
 
 def test_train_residual_gains_are_chosen_once_and_saved(tiny_cohort, anchored, tiny_trained, tmp_path):
