@@ -65,7 +65,7 @@ def main(argv=None):
     ap.add_argument("--n-samples", type=int, default=3000)
     ap.add_argument("--parametrisation", default=None, choices=PARAMETRISATIONS, help="default: the quick preset's")
     ap.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS, help="default: the quick preset's")
-    ap.add_argument("--anchor", default=None, choices=("none", "gaussian"), help="default: the quick preset's")
+    ap.add_argument("--anchor", default=None, choices=("none", "gaussian", "mixture"), help="default: the quick preset's")
     ap.add_argument("--models", default=None,
                     help="calibration.py's --models folder: reuse (or write) this law's checkpoint there")
     ap.add_argument("--max-rows", type=int, default=150)

@@ -202,3 +202,32 @@ def test_gaussian_keeps_its_spread_when_complete_rows_are_fewer_than_given_featu
     assert 0.25 * 0.7 < spread < t.var(axis=0).mean()
     # and the draws are centred as well as a ridge on 60 rows can: closer to t than t's mean is
     assert np.mean((draws.mean(0) - t[n:]) ** 2) < np.mean((t[:n].mean(0) - t[n:]) ** 2)
+
+
+def test_mixture_sample_finds_unlabelled_types_that_the_pooled_gaussian_mixes():
+    """Two types with opposite slopes t = +-2 a + noise, the type visible in a second given block b
+    (mean +-3): without type labels the mixture's draws centre on each row's own slope with the
+    noise's spread, as the per-type Gaussian with labels does; the pooled Gaussian mixes the slopes.
+    Rows without b draw from the model of a alone. Same seed, same draws."""
+    rng = np.random.default_rng(2)
+    n = 4000
+    types = rng.random(n) < 0.5
+    a = rng.normal(size=(n, 1))
+    b = np.where(types[:, None], 3.0, -3.0) + rng.normal(size=(n, 2))
+    t = np.where(types[:, None], 2.0, -2.0) * a + 0.1 * rng.normal(size=(n, 1))
+    train = {"a": a[:3000], "b": b[:3000], "t": t[:3000]}
+    test = {"a": a[3000:], "b": b[3000:].copy()}
+    test["b"][-50:] = np.nan
+    truth = (np.where(types[3000:, None], 2.0, -2.0) * a[3000:])[:-50]
+    draws = P.mixture_conditional_sample(train, test, ["a", "b"], "t", replicates=200, seed=0)
+    assert draws.shape == (200, 1000, 1) and np.isfinite(draws).all()
+    err = np.abs(draws[:, :-50].mean(0) - truth)
+    assert np.quantile(err, 0.99) < 0.1  # a row or two near b = 0 may take the other type
+    assert draws[:, :-50].std(0).mean() == pytest.approx(0.1, rel=0.2)
+    pooled = P.gaussian_conditional_sample(train, test, ["a", "b"], "t", replicates=200, seed=0)
+    assert np.quantile(np.abs(pooled[:, :-50].mean(0) - truth), 0.5) > 0.3
+    # a alone says nothing about the type: t is +-2 a, so the draws' spread must grow with |a|
+    alone = draws[:, -50:, 0]
+    assert np.corrcoef(alone.std(0), np.abs(a[-50:, 0]))[0, 1] > 0.8
+    np.testing.assert_array_equal(draws, P.mixture_conditional_sample(train, test, ["a", "b"], "t",
+                                                                      replicates=200, seed=0))

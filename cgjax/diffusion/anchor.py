@@ -32,21 +32,48 @@ multi-condition model 2^K. Arrays of one model (``params["anchor"]``, stacked al
 
 The anchor is not trained (its gradient is stopped and the optimiser, weight decay and EMA leave it
 as fitted). Its cost per row and step is 2 P F^2 multiply-adds, beside the network's.
+
+**The mixture anchor** (``ArchConfig.anchor = "mixture"``) gives each pattern a mixture of up to
+J = :data:`MAX_COMPONENTS` such laws whose weights depend on the conditions,
+x_0 | c ~ sum_j w_j(c) N(mu_pj(c), S_pj) (:func:`ridge_mixture`: a cohort of subtypes, e.g. cancer
+types, whose targets follow the conditions differently, which one Gaussian mixes into a law too
+wide). Its exact denoiser is each component's, weighted by the component's posterior given x_t:
+w_j(c) N(x_t; a mu_j, a^2 S_j + s^2 I), normalised (:func:`predict`). The arrays gain a component
+axis J (``coef f32[P, J, K * C, F]``, ``bias``, ``basis``, ``eig`` likewise) and the gate's
+(``gate_shift f32[P, D]``, ``gate_proj f32[P, K * C, D]``, ``gate_mean f32[P, J, D]``,
+``gate_prec f32[P, J, D, D]``, ``gate_logw f32[P, J]``, D = :data:`GATE_DIMS`; an unused component
+has log weight :data:`EMPTY`); the cost per row and step is J times the Gaussian anchor's. A pattern
+that keeps one component predicts exactly as the Gaussian anchor.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-ANCHORS = ("none", "gaussian", "auto")  # "auto": train both, keep the better per model (cgjax.pipeline.train)
+from cgjax.scoring.metrics import energy_score
+
+ANCHORS = ("none", "gaussian", "mixture", "auto")  # "auto": train both, keep the better per model (cgjax.pipeline.train)
+FITTED = ("gaussian", "mixture")  # the anchors a network carries (an "auto" set ends up "gaussian")
 MAX_SLOTS = 6  # 2^K patterns are evaluated at every step: K <= 6 (64 patterns)
 # ridge penalties tried per target feature (by leave-one-out error) in the anchor's regressions
 ALPHAS = np.logspace(-3, 4, 15)
 # the leave-one-out errors take n F len(ALPHAS) float64s: a pattern with more rows than this budget
 # allows is fitted on a fixed random subset of them (e.g. 41,000 rows for F = 40, 13,000 for F = 128)
 LOO_BYTES = 200_000_000
+# the mixture anchor: at most this many components per pattern, their gate on at most GATE_DIMS
+# principal components of the standardised conditions
+MAX_COMPONENTS = 8
+GATE_DIMS = 16
+EMPTY = -1e9  # log weight of an unused component slot (its weight is exactly 0 in float32)
+MIN_ROWS = 1  # a component's own regression needs MIN_ROWS F + 10 rows (else: the regression on all rows)
+COMPONENTS = (1, 2, 3, 4, 6, 8)  # the numbers of components ridge_mixture tries (up to MAX_COMPONENTS)
+FOLDS = 3  # cross-validation folds that choose a pattern's number of components (then refitted on all rows)
+SELECT_ROWS = 2000  # at most this many rows (a fixed random subset) for that choice
+GATE_ROWS = 5000  # at most this many rows for each gate's Gaussian mixture
 
 
 def n_patterns(n_conds: int) -> int:
@@ -57,31 +84,38 @@ def zeros(cfg) -> dict:
     """An unfitted anchor of the shapes of ``cfg`` (a :class:`cgjax.diffusion.denoiser.DenoiserConfig`):
     all zero (it then predicts 0 in every parametrisation; fit it with :func:`fit`)."""
     P, KC, F = n_patterns(cfg.n_conds), cfg.n_conds * max(cfg.cond_dims), cfg.x_dim
-    return {"coef": jnp.zeros((P, KC, F), jnp.float32), "bias": jnp.zeros((P, F), jnp.float32),
-            "basis": jnp.zeros((P, F, F), jnp.float32), "eig": jnp.zeros((P, F), jnp.float32)}
+    if cfg.anchor != "mixture":
+        return {"coef": jnp.zeros((P, KC, F), jnp.float32), "bias": jnp.zeros((P, F), jnp.float32),
+                "basis": jnp.zeros((P, F, F), jnp.float32), "eig": jnp.zeros((P, F), jnp.float32)}
+    J, D = MAX_COMPONENTS, GATE_DIMS
+    z = lambda *shape: jnp.zeros(shape, jnp.float32)
+    return {"coef": z(P, J, KC, F), "bias": z(P, J, F), "basis": z(P, J, F, F), "eig": z(P, J, F),
+            "gate_shift": z(P, D), "gate_proj": z(P, KC, D), "gate_mean": z(P, J, D),
+            "gate_prec": z(P, J, D, D), "gate_logw": z(P, J).at[:, 1:].set(EMPTY)}
 
 
-def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarray, true_cond_dims) -> dict:
+def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarray, true_cond_dims,
+        kind: str = "gaussian") -> dict:
     """Fit one model's anchor on its training arrays (one member of :class:`cgjax.diffusion.train.GroupData`).
 
     x0 f[N, F]; conds f[N, K, C] (slot-padded); present bool[N, K]; valid bool[N]; true_cond_dims:
-    the real width of each slot. For pattern p the rows are the valid ones with every condition of
-    p present; its Gaussian is :func:`ridge_gaussian` of the target on those conditions (on a small
-    cohort an unpenalised fit of many conditions is mostly noise). A pattern
-    with fewer than 2 F + 10 rows (so that the covariance is estimable) falls
-    back to its largest sub-pattern that has enough (ultimately the target's own mean and
-    covariance). A pattern with more rows than :data:`LOO_BYTES` allows is fitted on a fixed random
-    subset of them. Returns numpy arrays as :func:`zeros`.
+    the real width of each slot; kind: ``"gaussian"`` or ``"mixture"``. For pattern p the rows are
+    the valid ones with every condition of p present; its law is :func:`ridge_gaussian` (or
+    :func:`ridge_mixture`) of the target on those conditions (on a small cohort an unpenalised fit
+    of many conditions is mostly noise). A pattern with fewer than 2 F + 10 rows (so that the
+    covariance is estimable) falls back to its largest sub-pattern that has enough (ultimately the
+    target's own mean and covariance). A pattern with more rows than :data:`LOO_BYTES` allows is
+    fitted on a fixed random subset of them. Returns numpy arrays as :func:`zeros`.
     """
+    if kind not in FITTED:
+        raise ValueError(f"anchor kind must be one of {FITTED}, got {kind!r}")
     x0, conds = np.asarray(x0, np.float64), np.asarray(conds, np.float64)
     present, valid = np.asarray(present, bool), np.asarray(valid, bool)
     N, K, C = conds.shape
     F = x0.shape[1]
     P = n_patterns(K)
     need = 2 * F + 10
-    coef, bias = np.zeros((P, K * C, F)), np.zeros((P, F))
-    basis, eig = np.zeros((P, F, F)), np.zeros((P, F))
-    fitted: dict[int, tuple] = {}
+    fitted: dict[int, Mixture] = {}  # coefficients and gate on the flattened, slot-padded conditions
     for p in range(P):  # increasing p: every sub-pattern of p (a subset of its bits) is fitted before p
         slots = [k for k in range(K) if p >> k & 1]
         cols = np.concatenate([k * C + np.arange(true_cond_dims[k]) for k in slots]).astype(int) if slots \
@@ -95,19 +129,64 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
             cap = max(need, int(LOO_BYTES // (F * len(ALPHAS) * 8)))
             if len(idx) > cap:  # bounded memory on a large cohort; the same subset every time
                 idx = np.sort(np.random.default_rng(p).choice(idx, cap, replace=False))
-            a_p, b_p, cov = ridge_gaussian(conds.reshape(N, K * C)[idx][:, cols], x0[idx])
-            coef_p = np.zeros((K * C, F))
-            coef_p[cols] = a_p  # the present slots' real columns; padding and absent slots stay 0
-            fitted[p] = (coef_p, b_p, cov)
+            flat = conds.reshape(N, K * C)[:, cols]
+            if kind == "mixture":  # its gate also learns from rows that have the conditions but not the target
+                gate_rows = present[:, slots].all(axis=1)
+                law = ridge_mixture(flat[idx], x0[idx], x_gate=flat[gate_rows][: 4 * cap], seed=p)
+            else:
+                law = _one(*ridge_gaussian(flat[idx], x0[idx]))
+            fitted[p] = _widen(law, cols, K * C)  # the present slots' real columns; the rest stay 0
         else:
             y = x0[valid]
             cov = np.cov(y, rowvar=False).reshape(F, F) if len(y) > 1 else np.eye(F)
-            fitted[p] = (np.zeros((K * C, F)), y.mean(axis=0) if len(y) else np.zeros(F), cov)
-        coef[p], bias[p], cov = fitted[p]
-        w, v = np.linalg.eigh((cov + cov.T) / 2)
-        basis[p], eig[p] = v, np.clip(w, 0.0, None)
-    f32 = lambda a: a.astype(np.float32)
-    return {"coef": f32(coef), "bias": f32(bias), "basis": f32(basis), "eig": f32(eig)}
+            fitted[p] = _one(np.zeros((K * C, F)), y.mean(axis=0) if len(y) else np.zeros(F), cov)
+    return _pack(fitted, kind)
+
+
+def _one(coef, bias, cov) -> "Mixture":
+    return Mixture([coef], [bias], [cov], None)
+
+
+def _widen(law: "Mixture", cols: np.ndarray, width: int) -> "Mixture":
+    """``law`` fitted on the columns ``cols`` of the conditions, as a law on all ``width`` of them."""
+    def wide(a):
+        out = np.zeros((width,) + a.shape[1:])
+        out[cols] = a
+        return out
+    gate = None if law.gate is None else law.gate._replace(proj=wide(law.gate.proj))
+    return Mixture([wide(a) for a in law.coef], law.bias, law.cov, gate)
+
+
+def _pack(fitted: dict, kind: str) -> dict:
+    """The per-pattern laws as the arrays of :func:`zeros` (float32)."""
+    P = len(fitted)
+    KC, F = fitted[0].coef[0].shape
+    J, D = (MAX_COMPONENTS, GATE_DIMS) if kind == "mixture" else (1, 0)
+    out = {"coef": np.zeros((P, J, KC, F)), "bias": np.zeros((P, J, F)), "basis": np.zeros((P, J, F, F)),
+           "eig": np.zeros((P, J, F))}
+    if kind == "mixture":
+        out.update(gate_shift=np.zeros((P, D)), gate_proj=np.zeros((P, KC, D)), gate_mean=np.zeros((P, J, D)),
+                   gate_prec=np.zeros((P, J, D, D)), gate_logw=np.full((P, J), EMPTY))
+    for p, law in fitted.items():
+        n = len(law.coef)
+        for j in range(J):  # unused slots repeat component 0 (finite everywhere) with weight 0
+            i = j if j < n else 0
+            out["coef"][p, j], out["bias"][p, j] = law.coef[i], law.bias[i]
+            w, v = np.linalg.eigh((law.cov[i] + law.cov[i].T) / 2)
+            out["basis"][p, j], out["eig"][p, j] = v, np.clip(w, 0.0, None)
+        if kind != "mixture":
+            continue
+        if law.gate is None:
+            out["gate_logw"][p, 0] = 0.0
+        else:
+            g = law.gate
+            d = g.proj.shape[1]
+            out["gate_shift"][p, :d], out["gate_proj"][p, :, :d] = g.shift, g.proj
+            out["gate_mean"][p, :n, :d], out["gate_prec"][p, :n, :d, :d] = g.means, g.prec
+            out["gate_logw"][p, :n] = g.logw
+    if kind != "mixture":  # the Gaussian anchor's arrays have no component axis
+        out = {k: v[:, 0] for k, v in out.items()}
+    return {k: v.astype(np.float32) for k, v in out.items()}
 
 
 def ridge_gaussian(x: np.ndarray, y: np.ndarray):
@@ -139,24 +218,152 @@ def ridge_gaussian(x: np.ndarray, y: np.ndarray):
     return coef, np.asarray(model.intercept_).reshape(-1), cov * scale[:, None] * scale[None]
 
 
-def fit_group(data, true_cond_dims) -> dict:
+class Gate(NamedTuple):
+    """Which component of a :class:`Mixture` a row belongs to, given its conditions x f[n, P]: the
+    weights are softmax_j(logw_j - |(z - means_j) prec_j|^2 / 2) with z = x proj - shift, a Gaussian
+    mixture over z (prec_j: the Cholesky factor of component j's precision, as scikit-learn's
+    ``precisions_cholesky_``; logw_j: log weight plus log det prec_j)."""
+    shift: np.ndarray  # f[D]
+    proj: np.ndarray  # f[P, D]
+    means: np.ndarray  # f[J, D]
+    prec: np.ndarray  # f[J, D, D]
+    logw: np.ndarray  # f[J]
+
+
+class Mixture(NamedTuple):
+    """A conditional law y | x ~ sum_j w_j(x) N(bias_j + x coef_j, cov_j) (:func:`ridge_mixture`);
+    one component (gate None, weight 1) is :func:`ridge_gaussian`'s law."""
+    coef: list  # J x f[P, F]
+    bias: list  # J x f[F]
+    cov: list  # J x f[F, F]
+    gate: Gate | None
+
+
+def ridge_mixture(x: np.ndarray, y: np.ndarray, *, x_gate: np.ndarray | None = None,
+                  max_components: int | None = None, seed: int = 0) -> Mixture:
+    """A mixture of :func:`ridge_gaussian` regressions whose weights depend on x: the law of a cohort
+    made of subtypes whose targets follow the conditions differently (e.g. cancer types).
+
+    The gate is a Gaussian mixture on the first :data:`GATE_DIMS` principal components of the
+    standardised x, fitted on ``x_gate`` (rows with the conditions, with or without the target;
+    default x; at most :data:`GATE_ROWS` of them); each component's regression is fitted on the rows
+    the gate assigns it (a component with fewer than F + 10 of them uses the regression on all
+    rows). The number of components, among :data:`COMPONENTS` up to ``max_components`` (default
+    :data:`MAX_COMPONENTS`), is chosen by :data:`FOLDS`-fold cross-validation on at most
+    :data:`SELECT_ROWS` rows, by energy score of 10 draws per held-out row: the fewest whose score is
+    within one standard error (of the paired difference) of the best, so that a law a single
+    Gaussian serves keeps one. Then the regressions are refitted on every row. Row subsets are fixed
+    for a ``seed``, so the fit is deterministic.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x_gate = x if x_gate is None else np.asarray(x_gate, np.float64)
+    rng = np.random.default_rng(seed)
+    if len(x_gate) > GATE_ROWS:
+        x_gate = x_gate[np.sort(rng.choice(len(x_gate), GATE_ROWS, replace=False))]
+    n, F = y.shape
+    top = MAX_COMPONENTS if max_components is None else max_components
+    need = MIN_ROWS * F + 10  # a component's regression needs this many rows
+    sel = np.sort(rng.choice(n, SELECT_ROWS, replace=False)) if n > SELECT_ROWS else np.arange(n)
+    fold = rng.permutation(len(sel)) % FOLDS
+    candidates = [j for j in COMPONENTS if j <= top]
+    if not x.shape[1] or len(sel) * (FOLDS - 1) // FOLDS < 2 * need or len(candidates) < 2:
+        return _one(*ridge_gaussian(x, y))
+    gates = {j: _fit_gate(x_gate, j, seed) if j > 1 else None for j in candidates}  # on x alone: fitted once
+    scores = np.zeros((len(candidates), len(sel)))  # each row's energy score when held out, per candidate
+    for k in range(FOLDS):
+        fit_rows, held = sel[fold != k], fold == k
+        for i, j in enumerate(candidates):
+            law = _fit_mixture(x[fit_rows], y[fit_rows], gates[j])
+            scores[i, held] = energy_score(mixture_sample(law, x[sel[held]], 10, np.random.default_rng(seed)),
+                                           y[sel[held]])
+    best = scores.mean(axis=1).argmin()
+    diff = scores - scores[best]
+    se = diff.std(axis=1, ddof=1) / np.sqrt(len(sel))
+    chosen = candidates[int(np.flatnonzero(diff.mean(axis=1) <= se)[0])]
+    return _fit_mixture(x, y, gates[chosen])
+
+
+def _fit_gate(x_gate, n_components: int, seed: int):
+    """(the :class:`Gate` of ``n_components`` on rows x_gate, its fitted GaussianMixture)."""
+    from sklearn.mixture import GaussianMixture
+
+    center, scale = x_gate.mean(axis=0), x_gate.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    d = min(GATE_DIMS, x_gate.shape[1], len(x_gate) - 1)
+    proj = np.linalg.svd((x_gate - center) / scale, full_matrices=False)[2][:d].T / scale[:, None]
+    gm = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-2, n_init=2,
+                         random_state=seed).fit((x_gate - center) @ proj)
+    logw = np.log(gm.weights_) + np.log(np.diagonal(gm.precisions_cholesky_, axis1=1, axis2=2)).sum(axis=1)
+    return Gate(center @ proj, proj, gm.means_, gm.precisions_cholesky_, logw), gm
+
+
+def _fit_mixture(x, y, gate) -> Mixture:
+    """The regressions of a :func:`ridge_mixture` given its gate (None: one component)."""
+    glob = ridge_gaussian(x, y)
+    if gate is None:
+        return _one(*glob)
+    gate, gm = gate
+    label = gm.predict(x @ gate.proj - gate.shift)
+    laws = [ridge_gaussian(x[label == j], y[label == j]) if (label == j).sum() >= MIN_ROWS * y.shape[1] + 10
+            else glob for j in range(gm.n_components)]
+    return Mixture(*(list(part) for part in zip(*laws)), gate)
+
+
+def mixture_weights(law: Mixture, x: np.ndarray) -> np.ndarray:
+    """Each row's component weights f[n, J] under ``law`` given its conditions x f[n, P]."""
+    x = np.asarray(x, np.float64)
+    if law.gate is None:
+        return np.ones((len(x), 1))
+    g = law.gate
+    dev = np.einsum("njd,jde->nje", (x @ g.proj - g.shift)[:, None] - g.means[None], g.prec)
+    logits = g.logw[None] - 0.5 * (dev ** 2).sum(axis=-1)
+    logits -= logits.max(axis=1, keepdims=True)
+    w = np.exp(logits)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def mixture_sample(law: Mixture, x: np.ndarray, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """Draws f[replicates, n, F] from ``law`` given conditions x f[n, P]."""
+    x = np.asarray(x, np.float64)
+    w = mixture_weights(law, x)
+    u = rng.random((replicates, len(x), 1))
+    comp = np.minimum((u > np.cumsum(w, axis=1)[None]).sum(axis=-1), len(law.coef) - 1)  # [R, n]
+    noise = rng.standard_normal((replicates, len(x), law.bias[0].shape[0]))
+    out = np.zeros_like(noise)
+    for j, (a, b, cov) in enumerate(zip(law.coef, law.bias, law.cov)):
+        chol = np.linalg.cholesky(cov + 1e-9 * np.trace(cov) / len(cov) * np.eye(len(cov)))
+        out = np.where((comp == j)[..., None], (b + x @ a)[None] + noise @ chol.T, out)
+    return out
+
+
+def fit_group(data, true_cond_dims, kind: str = "gaussian") -> dict:
     """Anchors of every member of a group's training arrays (:class:`cgjax.diffusion.train.GroupData`),
     stacked along M."""
-    members = [fit(*(np.asarray(a[m]) for a in data), true_cond_dims[m]) for m in range(data.x0.shape[0])]
+    members = [fit(*(np.asarray(a[m]) for a in data), true_cond_dims[m], kind) for m in range(data.x0.shape[0])]
     return {k: jnp.asarray(np.stack([a[k] for a in members])) for k in members[0]}
 
 
 def prepare(anchor: dict, conds, masks) -> dict:
-    """What a row's anchor needs along a whole trajectory: its pattern's mean mu_p(c) f32[B, F] and
-    its pattern as a one-hot f32[B, P]. One model: conds f32[B, K, C'] (C' >= the anchor's slot
-    width; wider columns are padding), masks f32[B, K]."""
-    P, KC, F = anchor["coef"].shape
+    """What a row's anchor needs along a whole trajectory: each component's mean for its pattern
+    f32[B, J, F], the log weights of its components f32[B, J] (J = 1 for the Gaussian anchor) and its
+    pattern as a one-hot f32[B, P]. One model: conds f32[B, K, C'] (C' >= the anchor's slot width;
+    wider columns are padding), masks f32[B, K]."""
+    if "gate_logw" not in anchor:  # the Gaussian anchor: a mixture of one component
+        anchor = {k: v[:, None] for k, v in anchor.items()}
+    P, J, KC, F = anchor["coef"].shape
     B, K = masks.shape
     c = conds[:, :, : KC // K].reshape(B, KC)
     pattern = jnp.sum(jnp.round(masks).astype(jnp.int32) * (2 ** jnp.arange(K, dtype=jnp.int32))[None], axis=1)
     onehot = jax.nn.one_hot(pattern, P, dtype=jnp.float32)  # [B, P]
-    means = jnp.einsum("bk,pkf->bpf", c, anchor["coef"]) + anchor["bias"][None]  # [B, P, F]
-    return {"mean": jnp.einsum("bp,bpf->bf", onehot, means), "onehot": onehot,
+    means = jnp.einsum("bk,pjkf->bpjf", c, anchor["coef"]) + anchor["bias"][None]  # [B, P, J, F]
+    if "gate_logw" in anchor:
+        z = jnp.einsum("bk,pkd->bpd", c, anchor["gate_proj"]) - anchor["gate_shift"][None]  # [B, P, D]
+        dev = jnp.einsum("bpjd,pjde->bpje", z[:, :, None] - anchor["gate_mean"][None], anchor["gate_prec"])
+        logits = anchor["gate_logw"][None] - 0.5 * jnp.sum(dev ** 2, axis=-1)  # [B, P, J]
+        logw = jax.nn.log_softmax(jnp.einsum("bp,bpj->bj", onehot, logits), axis=-1)
+    else:
+        logw = jnp.zeros((B, 1), jnp.float32)
+    return {"mean": jnp.einsum("bp,bpjf->bjf", onehot, means), "logw": logw, "onehot": onehot,
             "basis": anchor["basis"], "eig": anchor["eig"]}
 
 
@@ -168,24 +375,32 @@ def output(anchor: dict, conds, masks, x_t, abar, parametrisation: str):
 
 def predict(prepared: dict, x_t, abar, parametrisation: str):
     """The anchor's output at x_t f32[B, F] and noise level abar (a scalar or f32[B, 1]), in the
-    parametrisation's units (eps, v or x_0): the exact denoiser of N(mu_p(c), S_p) (module docstring)."""
+    parametrisation's units (eps, v or x_0): the exact denoiser of the row's law (module docstring).
+    For a mixture it is each component's, weighted by the component's posterior probability given
+    x_t: w_j(c) N(x_t; a mu_j, a^2 S_j + s^2 I), normalised."""
     a, s = jnp.sqrt(abar), jnp.sqrt(1.0 - abar)
-    r = x_t - a * prepared["mean"]  # [B, F]
-    z = jnp.einsum("bf,pfg->bpg", r, prepared["basis"])  # r in each pattern's eigenbasis
-    a_b = jnp.reshape(a, (-1, 1, 1)) if jnp.ndim(a) else a
-    s_b = jnp.reshape(s, (-1, 1, 1)) if jnp.ndim(s) else s
-    denom = a_b ** 2 * prepared["eig"][None] + s_b ** 2  # [B or 1, P, F]
+    shaped = lambda v, k: jnp.reshape(v, (-1,) + (1,) * k) if jnp.ndim(v) else v
+    a_b, s_b = shaped(a, 3), shaped(s, 3)  # against [B, P, J, F]
+    mean = prepared["mean"]  # [B, J, F]
+    r = x_t[:, None] - shaped(a, 2) * mean  # [B, J, F]
+    z = jnp.einsum("bjf,pjfg->bpjg", r, prepared["basis"])  # r in each pattern's eigenbases
+    denom = a_b ** 2 * prepared["eig"][None] + s_b ** 2  # [B or 1, P, J, F]
     if parametrisation == "eps":
         gain = s_b / denom
         offset = 0.0
     elif parametrisation == "x0":
         gain = a_b * prepared["eig"][None] / denom
-        offset = prepared["mean"]
+        offset = mean
     elif parametrisation == "v":
         # a eps - s x0 = U diag((a s - s a l) / (a^2 l + s^2)) U^T r - s mu
         gain = a_b * s_b * (1.0 - prepared["eig"][None]) / denom
-        offset = -s * prepared["mean"]
+        offset = -shaped(s, 2) * mean
     else:
         raise ValueError(f"unknown parametrisation {parametrisation!r}")
-    back = jnp.einsum("bpg,pfg->bpf", z * gain, prepared["basis"])  # [B, P, F]
-    return jnp.einsum("bp,bpf->bf", prepared["onehot"], back) + offset
+    back = jnp.einsum("bpjg,pjfg->bpjf", z * gain, prepared["basis"])
+    out = jnp.einsum("bp,bpjf->bjf", prepared["onehot"], back) + offset  # [B, J, F]
+    if out.shape[1] == 1:
+        return out[:, 0]
+    loglik = -0.5 * jnp.sum(z ** 2 / denom + jnp.log(denom), axis=-1)  # [B, P, J]
+    resp = jax.nn.softmax(prepared["logw"] + jnp.einsum("bp,bpj->bj", prepared["onehot"], loglik), axis=-1)
+    return jnp.einsum("bj,bjf->bf", resp, out)

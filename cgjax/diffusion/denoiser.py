@@ -47,7 +47,8 @@ class ArchConfig:
       sampler converts it to eps; checkpoints written before the option existed are ``"eps"``.
     anchor: ``"none"`` (the paper's network) or ``"gaussian"``: add the exact denoiser of a
       linear-Gaussian conditional law fitted on the training rows to the network's output, so that the
-      network learns the residual (:mod:`cgjax.diffusion.anchor`); ``"auto"``: :func:`cgjax.pipeline.train`
+      network learns the residual (:mod:`cgjax.diffusion.anchor`); ``"mixture"``: the same with a
+      mixture of such laws whose weights depend on the conditions (subtypes); ``"auto"``: :func:`cgjax.pipeline.train`
       trains both and keeps, per model, the one with the better validation score
       (:mod:`cgjax.ensemble.choose`; a model set's own value is then ``"gaussian"``).
     """
@@ -95,7 +96,7 @@ class DenoiserConfig(ArchConfig):
         object.__setattr__(self, "cond_dims", tuple(int(c) for c in self.cond_dims))
         if self.anchor == "auto":
             raise ConfigError("arch.anchor = 'auto' is resolved by cgjax.pipeline.train (two model sets); a "
-                              "network has anchor 'none' or 'gaussian'")
+                              "network has anchor 'none', 'gaussian' or 'mixture'")
         if self.anchor != "none" and self.n_conds > anchor_lib.MAX_SLOTS:
             raise ConfigError(f"arch.anchor = {self.anchor!r} supports models of at most {anchor_lib.MAX_SLOTS} "
                               f"conditions (2^K patterns per step); this model has {self.n_conds}")

@@ -154,7 +154,7 @@ def init_state(key, dcfg: denoiser.DenoiserConfig, true_cond_dims, tcfg: TrainCo
     members = [denoiser.init(k, dcfg, dims) for k, dims in zip(keys, true_cond_dims)]
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *[m[0] for m in members])
     if dcfg.anchor != "none" and data is not None:
-        params["anchor"] = anchor.fit_group(data, true_cond_dims)
+        params["anchor"] = anchor.fit_group(data, true_cond_dims, dcfg.anchor)
     stats = jax.tree.map(lambda *xs: jnp.stack(xs), *[m[1] for m in members])
     opt_state = jax.vmap(make_optimizer(tcfg).init)(params)
     ema = jax.tree.map(jnp.copy, params) if tcfg.ema_decay > 0 else None

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cgjax.diffusion import anchor as anchor_lib
 from cgjax.ensemble.arrays import group_arrays
 from cgjax.ensemble.fit import validate_group
 from cgjax.ensemble.spec import ModelSet
@@ -121,8 +122,8 @@ def choose_residual_gain(ms: ModelSet, val_data, val_masks, gains=RESIDUAL_GAINS
     gain for the models not in ``skip`` (names of models left exactly as they are). ``val_data`` /
     ``val_masks``: the validation split's scaled modality arrays and masks.
     """
-    if ms.arch.anchor != "gaussian":
-        raise CgjaxError(f"choose_residual_gain needs a model set trained with arch.anchor = 'gaussian', "
+    if ms.arch.anchor not in anchor_lib.FITTED:
+        raise CgjaxError(f"choose_residual_gain needs a model set trained with arch.anchor = 'gaussian' or 'mixture', "
                          f"got {ms.arch.anchor!r}")
     gains = np.asarray(gains, np.float64)
     if gains.ndim != 1 or not len(gains) or not np.all(np.isfinite(gains)):

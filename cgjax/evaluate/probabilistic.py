@@ -9,6 +9,10 @@ samplers, so they enter the calibration tables on the same footing:
 * :func:`gaussian_conditional_sample`: ridge regression of the target on the given
   modalities (penalty by leave-one-out error) plus a Gaussian residual with the full residual covariance (optionally one fit per
   cancer type): the exact conditional when the data are jointly Gaussian.
+* :func:`mixture_conditional_sample`: a mixture of such regressions whose weights depend on the
+  given modalities (:func:`cgjax.diffusion.anchor.ridge_mixture`: subtypes found by a Gaussian
+  mixture on the given modalities, the number of them by cross-validated energy score; one when a
+  single Gaussian serves). The law of the ``mixture`` anchor, as a sampler of its own.
 * :func:`mice_sample`: chained equations with posterior draws, scikit-learn
   ``IterativeImputer(sample_posterior=True)``, R independent imputations (random states
   ``seed + r``).
@@ -29,13 +33,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from cgjax.diffusion.anchor import ridge_gaussian
+from cgjax.diffusion.anchor import mixture_sample, ridge_gaussian, ridge_mixture
 
-__all__ = ["PROBABILISTIC_METHODS", "gaussian_conditional_sample", "mice_sample", "knn_sample",
-           "fit_gaussian_conditional"]
+__all__ = ["PROBABILISTIC_METHODS", "gaussian_conditional_sample", "mixture_conditional_sample", "mice_sample",
+           "knn_sample", "fit_gaussian_conditional"]
 
 # BaselineSampler kinds that draw (the others are point predictors); see cgjax.evaluate.reconstruction.
-PROBABILISTIC_METHODS = ("gaussian_sample", "gaussian_type_sample", "mice_sample", "knn_sample")
+PROBABILISTIC_METHODS = ("gaussian_sample", "gaussian_type_sample", "mixture_sample", "mice_sample", "knn_sample")
 
 
 def _present(x: np.ndarray) -> np.ndarray:
@@ -70,6 +74,27 @@ def _psd_root(cov: np.ndarray) -> np.ndarray:
     so a residual covariance estimated from fewer rows than dimensions still gives draws."""
     w, v = np.linalg.eigh((cov + cov.T) / 2)
     return v * np.sqrt(np.clip(w, 0.0, None))
+
+
+def _by_given_set(train, test, given: list[str], target: str, n: int):
+    """Test rows grouped by the set of given modalities they have: for each set, (the rows i[k], the
+    training rows that have the set and the target bool[N_train], their given block f[n, P] and
+    target f[n, D], the test rows' given block f[k, P], the given block of every training row that
+    has the set, with or without the target f[n', P]). A row with no given modality has P = 0."""
+    avail = np.stack([_present(np.asarray(test[m], np.float64)) for m in given], 1) if given else np.zeros((n, 0), bool)
+    for pattern in np.unique(avail, axis=0):
+        rows = np.flatnonzero((avail == pattern).all(axis=1))
+        names = [m for m, on in zip(given, pattern) if on]
+        has = np.all([_present(np.asarray(train[m], np.float64)) for m in names], axis=0) if names else \
+            np.ones(len(train[target]), bool)
+        keep = has & _present(np.asarray(train[target], np.float64))
+
+        def block(src, idx):
+            return np.concatenate([np.asarray(src[m], np.float64)[idx] for m in names], 1) if names \
+                else np.zeros((len(idx), 0))
+
+        yield rows, keep, block(train, np.flatnonzero(keep)), np.asarray(train[target], np.float64)[keep], \
+            block(test, rows), block(train, np.flatnonzero(has))
 
 
 # ---- Gaussian conditional model -------------------------------------------------------------------
@@ -135,14 +160,7 @@ def gaussian_conditional_sample(
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((replicates, n, d))
     out = np.empty((replicates, n, d))
-    avail = np.stack([_present(np.asarray(test[m], np.float64)) for m in given], 1) if given else np.zeros((n, 0), bool)
-    for pattern in np.unique(avail, axis=0):
-        rows = np.flatnonzero((avail == pattern).all(axis=1))
-        names = [m for m, on in zip(given, pattern) if on]
-        keep = np.all([_present(np.asarray(train[m], np.float64)) for m in names + [target]], axis=0)
-        x_tr = np.concatenate([np.asarray(train[m], np.float64)[keep] for m in names], 1) if names else np.zeros((keep.sum(), 0))
-        y_tr = np.asarray(train[target], np.float64)[keep]
-        x_te = np.concatenate([np.asarray(test[m], np.float64)[rows] for m in names], 1) if names else np.zeros((len(rows), 0))
+    for rows, keep, x_tr, y_tr, x_te, _ in _by_given_set(train, test, given, target, n):
         pooled = fit_gaussian_conditional(x_tr, y_tr)
         if train_types is None:
             out[:, rows] = _gaussian_draw(pooled, x_te, z[:, rows])
@@ -157,6 +175,31 @@ def gaussian_conditional_sample(
             model = fit_gaussian_conditional(x_tr[tr_t == c], y_tr[tr_t == c]) \
                 if (tr_t == c).sum() >= need else pooled
             out[:, rows[sel]] = _gaussian_draw(model, x_te[sel], z[:, rows[sel]])
+    return out.astype(np.float32)
+
+
+def mixture_conditional_sample(
+    train: Mapping[str, np.ndarray],
+    test: Mapping[str, np.ndarray],
+    given: Sequence[str],
+    target: str,
+    *,
+    replicates: int = 10,
+    seed: int = 0,
+    n_rows: int | None = None,
+) -> np.ndarray:
+    """R draws of ``target`` from a mixture of Gaussian regressions fitted on the training rows
+    (:func:`cgjax.diffusion.anchor.ridge_mixture`), one per set of given modalities as in
+    :func:`gaussian_conditional_sample`: the regressions on the rows that have the set and the
+    target, the weights (a Gaussian mixture on the given modalities) on every training row that has
+    the set. Returns f32[replicates, N_test, D_target]."""
+    given, n = _check(train, test, given, target, n_rows)
+    rng = np.random.default_rng(seed)
+    out = np.empty((replicates, n, np.shape(train[target])[1]))
+    for rows, keep, x_tr, y_tr, x_te, x_gate in _by_given_set(train, test, given, target, n):
+        if len(y_tr) < 2:
+            raise ValueError(f"the mixture model of {target!r} needs at least 2 complete training rows, got {len(y_tr)}")
+        out[:, rows] = mixture_sample(ridge_mixture(x_tr, y_tr, x_gate=x_gate), x_te, replicates, rng)
     return out.astype(np.float32)
 
 

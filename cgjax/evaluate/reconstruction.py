@@ -158,7 +158,8 @@ class BaselineSampler:
     (regression on the given modalities), ``mean``. Probabilistic baselines
     (:mod:`cgjax.evaluate.probabilistic`, R draws like our samplers): ``gaussian_sample``
     (regression + residual covariance), ``gaussian_type_sample`` (one such model per cancer type:
-    needs ``train_types`` and ``test_types``), ``mice_sample`` (IterativeImputer with posterior
+    needs ``train_types`` and ``test_types``), ``mixture_sample`` (a mixture of such regressions
+    whose weights depend on the given modalities), ``mice_sample`` (IterativeImputer with posterior
     draws), ``knn_sample`` (one of the 5 nearest neighbours' profiles). ``rows="complete_case"``
     (default) fits on the train rows that have the target and every given modality; ``"all"`` lets
     the imputers use incomplete rows too (much slower: the iterative imputers then run MICE rounds
@@ -203,6 +204,7 @@ class BaselineSampler:
             return np.broadcast_to(self._cache[key], (replicates, n, self._cache[key].shape[1])).astype(np.float32)
         fn = {"gaussian_sample": probabilistic.gaussian_conditional_sample,
               "gaussian_type_sample": probabilistic.gaussian_conditional_sample,
+              "mixture_sample": probabilistic.mixture_conditional_sample,
               "mice_sample": probabilistic.mice_sample, "knn_sample": probabilistic.knn_sample}[self.kind]
         return fn(train, test, names, target, replicates=replicates, seed=seed, n_rows=n, **kwargs)
 

@@ -54,8 +54,9 @@ class EvalConfig:
     seed: int = 0
     methods: tuple = ("single", "multi", "coherent")  # our samplers
     # classical imputers beside them: point predictors (knn, iterative, mean: R2 tables only) and
-    # probabilistic baselines drawing R replicates (gaussian_sample, gaussian_type_sample, mice_sample, knn_sample)
-    baselines: tuple = ("knn", "iterative", "gaussian_sample", "mice_sample", "knn_sample")
+    # probabilistic baselines drawing R replicates (gaussian_sample, gaussian_type_sample, mixture_sample,
+    # mice_sample, knn_sample)
+    baselines: tuple = ("knn", "iterative", "gaussian_sample", "mixture_sample", "mice_sample", "knn_sample")
     baseline_rows: str = "complete_case"  # train rows the imputers are fitted on ("complete_case" | "all")
     baseline_sets: str = "all"  # given sets the imputers run on ("all" | "full")
     given_sets: str = "all"  # reconstruction condition sets ("all": every non-empty subset | "full")
@@ -93,7 +94,8 @@ class EvalConfig:
                         weighting="softmax_inverse_mse", reject_fraction=0.10)
         elif name == "quick":
             base = dict(replicates=3, runs=3, rf_trees=30, n_random=10, rsf_time_bin=30.0,
-                        baselines=("knn", "iterative", "gaussian_sample", "knn_sample"),  # mice_sample: slow
+                        # mice_sample and mixture_sample: slow (seconds per given set)
+                        baselines=("knn", "iterative", "gaussian_sample", "knn_sample"),
                         rsf=dict(n_estimators=10, max_depth=6, max_features="sqrt", min_samples_split=10,
                                  min_samples_leaf=10))
         else:
