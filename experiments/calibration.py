@@ -203,6 +203,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
         complete = np.all([~np.isnan(train[m]).all(axis=1) for m in [*given_names, target]], axis=0)
         train_cc = {m: train[m][complete] for m in [*given_names, target]}
         for name, fn in PROB_BASELINES.items():  # scored exactly like the samplers, same replicates
+            if args.prob_baselines and name not in args.prob_baselines:
+                continue
             t1 = time.time()
             # mixture_sample's weights also learn from training rows without the target (its regressions
             # use the complete rows only)
@@ -364,6 +366,8 @@ def main(argv=None):
     ap.add_argument("--min-snr-gamma", type=float, default=None)
     ap.add_argument("--eval-every", type=int, default=None,
                     help="epochs between validations (model selection); default: the preset's, or once at the end")
+    ap.add_argument("--prob-baselines", nargs="+", choices=tuple(PROB_BASELINES), default=None,
+                    help="only these probabilistic baselines (default: all)")
     ap.add_argument("--no-prob-baselines", action="store_true",
                     help="skip the probabilistic baselines (gaussian_sample, mixture_sample, mice_sample, knn_sample k=10)")
     ap.add_argument("--compositions", nargs="+", default=["average"], choices=("average", "product"),
