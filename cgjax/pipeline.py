@@ -19,7 +19,7 @@ from cgjax import checkpoint, distributed, output
 from cgjax.data import (Cohort, Scalers, align_features, apply_scalers, check_modalities, fit_scalers,
                         invert_scalers)
 from cgjax.data.split import split_record
-from cgjax.diffusion.anchor import FITTED
+from cgjax.diffusion.anchor import FITTED, components as anchor_components
 from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig
 from cgjax.diffusion.train import TrainConfig
@@ -96,6 +96,11 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
     on_validation = (lambda r: checkpoint.save(out, r.model_set, r, preset=preset)) if out is not None else None
     run = train_model_set(run, train_c.data, train_c.masks, val_c.data, val_c.masks, progress=progress,
                           on_validation=on_validation)
+    if arch.anchor == "mixture" and progress:
+        kept = {s.name: int(n) for g in run.model_set.groups.values()
+                for s, n in zip(g.specs, anchor_components(g.params["anchor"])[:, -1])}
+        print("arch.anchor = mixture: components of each model's anchor with every condition present: "
+              + ", ".join(f"{k} {v}" for k, v in kept.items()))
     if train_cfg.residual_gains and arch.anchor in FITTED:  # without an anchor: nothing to scale
         _choose_residual_gains(run, val_c, progress)
         if on_validation is not None:

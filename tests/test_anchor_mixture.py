@@ -135,6 +135,8 @@ def test_a_one_component_mixture_anchor_predicts_as_the_gaussian_anchor():
     args = (y, conds, present, np.ones(n, bool), [C, C])
     mix, gauss = anchor.fit(*args, kind="mixture"), anchor.fit(*args, kind="gaussian")
     assert np.all(mix["gate_logw"][:, 1:] == anchor.EMPTY)
+    np.testing.assert_array_equal(anchor.components(mix), np.ones(anchor.n_patterns(K), int))
+    np.testing.assert_array_equal(anchor.components(gauss), np.ones(anchor.n_patterns(K), int))
     x_t = jnp.asarray(rng.normal(size=(n, F)), jnp.float32)
     outs = [anchor.output({k: jnp.asarray(v) for k, v in a.items()}, jnp.asarray(conds, jnp.float32),
                           jnp.asarray(present, jnp.float32), x_t, jnp.float32(0.3), "v") for a in (mix, gauss)]
@@ -167,7 +169,7 @@ def test_mixture_anchor_alone_samples_its_mixture():
         assert np.all((ratio > 0.85) & (ratio < 1.15)), ratio
 
 
-def test_a_mixture_anchored_model_set_trains_saves_and_samples(tiny_cohort, tmp_path, monkeypatch):
+def test_a_mixture_anchored_model_set_trains_saves_and_samples(tiny_cohort, tmp_path, monkeypatch, capsys):
     """pipeline.train with arch.anchor = "mixture" fits the anchor on the training rows, chooses the
     residual gains, and a reloaded checkpoint imputes the same finite values. (At most 2 components
     chosen by 2 folds: the choice itself is tested above, and the default 8 by 5 folds costs a minute
@@ -177,10 +179,14 @@ def test_a_mixture_anchored_model_set_trains_saves_and_samples(tiny_cohort, tmp_
     out = tmp_path / "m"
     tcfg = dataclasses.replace(TINY_TRAIN, epochs=2, residual_gains=(0.0, 1.0))
     ms = pipeline.train(tiny_cohort, out, arch=dataclasses.replace(TINY_ARCH, anchor="mixture"),
-                        schedule_cfg=TINY_SCHED, train_cfg=tcfg, progress=False)
+                        schedule_cfg=TINY_SCHED, train_cfg=tcfg, progress=True)
     assert all("residual_gain" in v for v in ms.val_metrics.values())
+    said = capsys.readouterr().out
+    assert "components of each model's anchor" in said and f"{ms.modalities[0]}_from_multi" in said
     g = next(iter(ms.groups.values()))
     assert g.params["anchor"]["gate_logw"].shape[-1] == anchor.MAX_COMPONENTS
+    used = anchor.components(g.params["anchor"])
+    assert used.shape == g.params["anchor"]["bias"].shape[:2] and used.min() >= 1 and used.max() <= 2
     assert np.abs(np.asarray(g.params["anchor"]["coef"])).max() > 0.05  # fitted, not the zero template
     loaded = checkpoint.load(out)
     assert loaded.arch.anchor == "mixture"

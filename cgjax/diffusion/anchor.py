@@ -336,6 +336,14 @@ def mixture_sample(law: Mixture, x: np.ndarray, replicates: int, rng: np.random.
     return out
 
 
+def components(anchor: dict) -> np.ndarray:
+    """How many components each pattern of a fitted anchor uses: int[..., P] (1 everywhere for the
+    Gaussian anchor; a stacked model set's anchor gives int[M, P])."""
+    if "gate_logw" not in anchor:
+        return np.ones(np.shape(anchor["bias"])[:-1], int)
+    return (np.asarray(anchor["gate_logw"]) > EMPTY / 2).sum(axis=-1)
+
+
 def fit_group(data, true_cond_dims, kind: str = "gaussian") -> dict:
     """Anchors of every member of a group's training arrays (:class:`cgjax.diffusion.train.GroupData`),
     stacked along M."""
