@@ -356,8 +356,9 @@ def main(argv=None):
                     help="what the networks predict (ArchConfig.parametrisation): eps (the paper's), v or x0 "
                          "(default: the preset's, else eps)")
     ap.add_argument("--anchor", default=None, choices=ANCHORS,
-                    help="ArchConfig.anchor: none (the paper's network) or gaussian (the network fits the residual "
-                         "of a fitted linear-Gaussian denoiser; default: the preset's, else none)")
+                    help="ArchConfig.anchor: none (the paper's network), gaussian (the network fits the residual "
+                         "of a fitted linear-Gaussian denoiser) or mixture (of a mixture of them whose weights "
+                         "depend on the conditions); default: the preset's, else none")
     ap.add_argument("--residual-gains", type=float, nargs="*", default=None,
                     help="TrainConfig.residual_gains, e.g. 0 0.5 1; none given: off (default: the preset's, else off)")
     ap.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS,
