@@ -201,3 +201,17 @@ def test_a_mixture_anchored_model_set_trains_saves_and_samples(tiny_cohort, tmp_
         got, again = sample_target(ms, target, given, opts).x, sample_target(loaded, target, given, opts).x
         assert np.isfinite(got).all()
         np.testing.assert_array_equal(got, again)
+
+
+def test_bad_anchor_kind_and_too_few_rows_for_the_mixture_baseline_are_named():
+    from cgjax.evaluate.probabilistic import mixture_conditional_sample
+
+    rng = np.random.default_rng(6)
+    n = 40
+    args = (rng.normal(size=(n, F)), rng.normal(size=(n, K, C)), np.ones((n, K), bool), np.ones(n, bool), [C, C])
+    with pytest.raises(ValueError, match="anchor kind must be one of .*'linear'"):
+        anchor.fit(*args, kind="linear")
+    train = {"a": rng.normal(size=(5, 2)), "t": np.full((5, 3), np.nan)}
+    train["t"][0] = 1.0  # one complete training row
+    with pytest.raises(ValueError, match="mixture model of 't' needs at least 2 complete training rows, got 1"):
+        mixture_conditional_sample(train, {"a": rng.normal(size=(4, 2))}, ["a"], "t")

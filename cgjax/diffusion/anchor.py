@@ -132,7 +132,7 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
             flat = conds.reshape(N, K * C)[:, cols]
             if kind == "mixture":  # its gate also learns from rows that have the conditions but not the target
                 gate_rows = present[:, slots].all(axis=1)
-                law = ridge_mixture(flat[idx], x0[idx], x_gate=flat[gate_rows][: 4 * cap], seed=p)
+                law = ridge_mixture(flat[idx], x0[idx], x_gate=flat[gate_rows], seed=p)
             else:
                 law = _one(*ridge_gaussian(flat[idx], x0[idx]))
             fitted[p] = _widen(law, cols, K * C)  # the present slots' real columns; the rest stay 0
@@ -272,8 +272,9 @@ def ridge_mixture(x: np.ndarray, y: np.ndarray, *, x_gate: np.ndarray | None = N
     scores = np.zeros((len(candidates), len(sel)))  # each row's energy score when held out, per candidate
     for k in range(FOLDS):
         fit_rows, held = sel[fold != k], fold == k
+        glob = ridge_gaussian(x[fit_rows], y[fit_rows])  # one pooled regression per fold, for every candidate
         for i, j in enumerate(candidates):
-            law = _fit_mixture(x[fit_rows], y[fit_rows], gates[j])
+            law = _fit_mixture(x[fit_rows], y[fit_rows], gates[j], glob)
             scores[i, held] = energy_score(mixture_sample(law, x[sel[held]], 10, np.random.default_rng(seed)),
                                            y[sel[held]])
     best = scores.mean(axis=1).argmin()
@@ -297,9 +298,10 @@ def _fit_gate(x_gate, n_components: int, seed: int):
     return Gate(center @ proj, proj, gm.means_, gm.precisions_cholesky_, logw), gm
 
 
-def _fit_mixture(x, y, gate) -> Mixture:
-    """The regressions of a :func:`ridge_mixture` given its gate (None: one component)."""
-    glob = ridge_gaussian(x, y)
+def _fit_mixture(x, y, gate, glob=None) -> Mixture:
+    """The regressions of a :func:`ridge_mixture` given its gate (None: one component); ``glob``:
+    :func:`ridge_gaussian` of all of x, y when the caller already has it."""
+    glob = ridge_gaussian(x, y) if glob is None else glob
     if gate is None:
         return _one(*glob)
     gate, gm = gate
