@@ -192,7 +192,7 @@ def test_anchor_alone_samples_the_gaussian_conditional():
 def test_training_steps_leave_the_anchor_as_fitted():
     """With weight decay and EMA on, optimiser steps change the network but not the anchor (live
     weights and average)."""
-    from cgjax.diffusion.train import GroupData, TrainConfig, init_state, make_train_fn
+    from cgjax.diffusion.train import GroupData, TrainConfig, fit_anchor, init_state, make_train_fn
 
     rng = np.random.default_rng(6)
     M, N = 2, 96
@@ -202,7 +202,8 @@ def test_training_steps_leave_the_anchor_as_fitted():
     cfg = denoiser.DenoiserConfig(hidden=8, n_layers=3, time_dim=4, cond_embed_dim=4, parametrisation="v",
                                   anchor="gaussian", x_dim=F, cond_dims=(C,))
     tcfg = TrainConfig(batch_size=16, steps_per_call=5, weight_decay=0.5, ema_decay=0.9, learning_rate=1e-2)
-    state = init_state(jax.random.PRNGKey(0), cfg, ((C,), (C,)), tcfg, data)
+    cfg, fitted = fit_anchor(cfg, ((C,), (C,)), data)
+    state = init_state(jax.random.PRNGKey(0), cfg, ((C,), (C,)), tcfg, fitted)
     fitted = jax.tree.map(np.asarray, state.params["anchor"])
     assert np.abs(fitted["coef"]).max() > 0.01
     step = make_train_fn(cfg, make_schedule(TINY_SCHED), tcfg, multi=False)

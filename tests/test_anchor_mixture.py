@@ -134,7 +134,7 @@ def test_a_one_component_mixture_anchor_predicts_as_the_gaussian_anchor():
     conds = conds * present[..., None]
     args = (y, conds, present, np.ones(n, bool), [C, C])
     mix, gauss = anchor.fit(*args, kind="mixture"), anchor.fit(*args, kind="gaussian")
-    assert np.all(mix["gate_logw"][:, 1:] == anchor.EMPTY)
+    assert mix["gate_logw"].shape == (anchor.n_patterns(K), 1)  # the component axis is what the fit needs
     np.testing.assert_array_equal(anchor.components(mix), np.ones(anchor.n_patterns(K), int))
     np.testing.assert_array_equal(anchor.components(gauss), np.ones(anchor.n_patterns(K), int))
     x_t = jnp.asarray(rng.normal(size=(n, F)), jnp.float32)
@@ -143,12 +143,48 @@ def test_a_one_component_mixture_anchor_predicts_as_the_gaussian_anchor():
     np.testing.assert_allclose(np.asarray(outs[0]), np.asarray(outs[1]), rtol=1e-5, atol=1e-5)
 
 
+def test_a_group_shares_the_widest_members_component_axis(monkeypatch):
+    """fit_group stacks members whose fits kept different numbers of components: the axis is the
+    widest member's, the narrower member's extra slots are unused (weight exactly 0) and it predicts
+    as its own fit does; fit_anchor puts that width in the config, whose zeros(cfg) (the shapes a
+    checkpoint restores into) then match the fitted arrays. (At most 3 components by 2 folds: fast.)"""
+    from cgjax.diffusion.train import GroupData, TrainConfig, fit_anchor, init_state
+
+    monkeypatch.setattr(anchor, "MAX_COMPONENTS", 3)
+    monkeypatch.setattr(anchor, "FOLDS", 2)
+    rng = np.random.default_rng(5)
+    n = 400
+    x_sub, y_sub = _subtype_law(rng, n, separated=True)  # member 0: two subtypes
+    x_one, y_one = _subtype_law(rng, n, separated=False)  # member 1: one Gaussian law
+    conds = np.stack([x_sub, x_one])[:, :, None, :]  # one condition slot of 4 columns
+    data = GroupData(jnp.asarray(np.stack([y_sub, y_one]), jnp.float32), jnp.asarray(conds, jnp.float32),
+                     jnp.ones((2, n, 1), bool), jnp.ones((2, n), bool))
+    cfg = denoiser.DenoiserConfig(hidden=8, n_layers=2, time_dim=4, cond_embed_dim=4, anchor="mixture",
+                                  x_dim=5, cond_dims=(4,))
+    assert cfg.anchor_components == 8  # the default: the widest a checkpoint from before the field has
+    cfg, fitted = fit_anchor(cfg, ((4,), (4,)), data)
+    used = anchor.components(fitted)  # [M, P]
+    assert used[0, 1] >= 2 and used[1, 1] == 1 and cfg.anchor_components == used.max() <= 3
+    assert np.all(np.asarray(fitted["gate_logw"])[1, 1, 1:] == anchor.EMPTY)
+    own = anchor.fit(y_one, x_one[:, None], np.ones((n, 1), bool), np.ones(n, bool), (4,), kind="mixture")
+    x_t, masks = jnp.asarray(rng.normal(size=(n, 5)), jnp.float32), jnp.ones((n, 1), jnp.float32)
+    c = jnp.asarray(x_one[:, None], jnp.float32)
+    member1 = {k: v[1] for k, v in fitted.items()}
+    output = jax.jit(anchor.output, static_argnums=5)  # one compile, not one per operation
+    got, want = (output(a, c, masks, x_t, jnp.float32(0.4), "eps") for a in (member1, own))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    assert jax.tree.map(jnp.shape, anchor.zeros(cfg)) == jax.tree.map(lambda a: a.shape[1:], fitted)
+    narrow = dataclasses.replace(cfg, anchor_components=1)
+    with pytest.raises(ValueError, match="fitted anchor's shapes"):
+        init_state(jax.random.PRNGKey(0), narrow, ((4,), (4,)), TrainConfig(batch_size=16), fitted)
+
+
 def test_mixture_anchor_alone_samples_its_mixture():
     """A model whose network outputs 0 draws, with the ancestral sampler, from its anchor's mixture:
     two components of weights 0.3 / 0.7 at -3 and +3 (the share of draws in each, and each one's mean
     and spread)."""
     cfg = denoiser.DenoiserConfig(hidden=8, n_layers=2, time_dim=4, cond_embed_dim=4, parametrisation="v",
-                                  anchor="mixture", x_dim=2, cond_dims=(1,))
+                                  anchor="mixture", anchor_components=2, x_dim=2, cond_dims=(1,))
     params, stats = denoiser.init(jax.random.PRNGKey(0), cfg)
     params["layers"][-1] = jax.tree.map(jnp.zeros_like, params["layers"][-1])
     cov = np.diag([0.5, 0.2])
@@ -184,9 +220,10 @@ def test_a_mixture_anchored_model_set_trains_saves_and_samples(tiny_cohort, tmp_
     said = capsys.readouterr().out
     assert "components of each model's anchor" in said and f"{ms.modalities[0]}_from_multi" in said
     g = next(iter(ms.groups.values()))
-    assert g.params["anchor"]["gate_logw"].shape[-1] == anchor.MAX_COMPONENTS
     used = anchor.components(g.params["anchor"])
     assert used.shape == g.params["anchor"]["bias"].shape[:2] and used.min() >= 1 and used.max() <= 2
+    # the component axis is what the group's fit needs, and the config (hence the checkpoint) says so
+    assert g.params["anchor"]["gate_logw"].shape[-1] == g.dcfg.anchor_components == used.max()
     assert np.abs(np.asarray(g.params["anchor"]["coef"])).max() > 0.05  # fitted, not the zero template
     loaded = checkpoint.load(out)
     assert loaded.arch.anchor == "mixture"

@@ -34,7 +34,7 @@ The anchor is not trained (its gradient is stopped and the optimiser, weight dec
 as fitted). Its cost per row and step is 2 P F^2 multiply-adds, beside the network's.
 
 **The mixture anchor** (``ArchConfig.anchor = "mixture"``) gives each pattern a mixture of up to
-J = :data:`MAX_COMPONENTS` such laws whose weights depend on the conditions,
+:data:`MAX_COMPONENTS` such laws whose weights depend on the conditions,
 x_0 | c ~ sum_j w_j(c) N(mu_pj(c), S_pj) (:func:`ridge_mixture`: a cohort of subtypes, e.g. cancer
 types, whose targets follow the conditions differently, which one Gaussian mixes into a law too
 wide). Its exact denoiser is each component's, weighted by the component's posterior given x_t:
@@ -42,8 +42,11 @@ w_j(c) N(x_t; a mu_j, a^2 S_j + s^2 I), normalised (:func:`predict`). The arrays
 axis J (``coef f32[P, J, K * C, F]``, ``bias``, ``basis``, ``eig`` likewise) and the gate's
 (``gate_shift f32[P, D]``, ``gate_proj f32[P, K * C, D]``, ``gate_mean f32[P, J, D]``,
 ``gate_prec f32[P, J, D, D]``, ``gate_logw f32[P, J]``, D = :data:`GATE_DIMS`; an unused component
-has log weight :data:`EMPTY`); the cost per row and step is J times the Gaussian anchor's. A pattern
-that keeps one component predicts exactly as the Gaussian anchor.
+has log weight :data:`EMPTY`); the cost per row and step is J times the Gaussian anchor's. J is
+sized by the fit: the most components any pattern of the model's group kept
+(``DenoiserConfig.anchor_components``, recorded in the checkpoint), so a cohort where every pattern
+keeps one costs what the Gaussian anchor does. A pattern that keeps one component predicts exactly
+as the Gaussian anchor.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def zeros(cfg) -> dict:
     if cfg.anchor != "mixture":
         return {"coef": jnp.zeros((P, KC, F), jnp.float32), "bias": jnp.zeros((P, F), jnp.float32),
                 "basis": jnp.zeros((P, F, F), jnp.float32), "eig": jnp.zeros((P, F), jnp.float32)}
-    J, D = MAX_COMPONENTS, GATE_DIMS
+    J, D = cfg.anchor_components, GATE_DIMS
     z = lambda *shape: jnp.zeros(shape, jnp.float32)
     return {"coef": z(P, J, KC, F), "bias": z(P, J, F), "basis": z(P, J, F, F), "eig": z(P, J, F),
             "gate_shift": z(P, D), "gate_proj": z(P, KC, D), "gate_mean": z(P, J, D),
@@ -105,8 +108,14 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
     of many conditions is mostly noise). A pattern with fewer than 2 F + 10 rows (so that the
     covariance is estimable) falls back to its largest sub-pattern that has enough (ultimately the
     target's own mean and covariance). A pattern with more rows than :data:`LOO_BYTES` allows is
-    fitted on a fixed random subset of them. Returns numpy arrays as :func:`zeros`.
+    fitted on a fixed random subset of them. Returns numpy arrays as :func:`zeros`, a mixture's
+    component axis as wide as its patterns need (the most components any of them kept).
     """
+    return _pack(_fit_laws(x0, conds, present, valid, true_cond_dims, kind), kind)
+
+
+def _fit_laws(x0, conds, present, valid, true_cond_dims, kind) -> dict[int, "Mixture"]:
+    """:func:`fit`'s law of each pattern, before packing."""
     if kind not in FITTED:
         raise ValueError(f"anchor kind must be one of {FITTED}, got {kind!r}")
     x0, conds = np.asarray(x0, np.float64), np.asarray(conds, np.float64)
@@ -140,7 +149,7 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
             y = x0[valid]
             cov = np.cov(y, rowvar=False).reshape(F, F) if len(y) > 1 else np.eye(F)
             fitted[p] = _one(np.zeros((K * C, F)), y.mean(axis=0) if len(y) else np.zeros(F), cov)
-    return _pack(fitted, kind)
+    return fitted
 
 
 def _one(coef, bias, cov) -> "Mixture":
@@ -157,11 +166,17 @@ def _widen(law: "Mixture", cols: np.ndarray, width: int) -> "Mixture":
     return Mixture([wide(a) for a in law.coef], law.bias, law.cov, gate)
 
 
-def _pack(fitted: dict, kind: str) -> dict:
-    """The per-pattern laws as the arrays of :func:`zeros` (float32)."""
+def width(fitted: dict[int, "Mixture"]) -> int:
+    """The component axis that the per-pattern laws need: the most components of any pattern."""
+    return max(len(law.coef) for law in fitted.values())
+
+
+def _pack(fitted: dict, kind: str, J: int | None = None) -> dict:
+    """The per-pattern laws as the arrays of :func:`zeros` (float32); a mixture's component axis J
+    (default :func:`width`; wider is padded with unused components)."""
     P = len(fitted)
     KC, F = fitted[0].coef[0].shape
-    J, D = (MAX_COMPONENTS, GATE_DIMS) if kind == "mixture" else (1, 0)
+    J, D = ((width(fitted) if J is None else J), GATE_DIMS) if kind == "mixture" else (1, 0)
     out = {"coef": np.zeros((P, J, KC, F)), "bias": np.zeros((P, J, F)), "basis": np.zeros((P, J, F, F)),
            "eig": np.zeros((P, J, F))}
     if kind == "mixture":
@@ -348,15 +363,24 @@ def components(anchor: dict) -> np.ndarray:
 
 def fit_group(data, true_cond_dims, kind: str = "gaussian") -> dict:
     """Anchors of every member of a group's training arrays (:class:`cgjax.diffusion.train.GroupData`),
-    stacked along M."""
-    members = [fit(*(np.asarray(a[m]) for a in data), true_cond_dims[m], kind) for m in range(data.x0.shape[0])]
+    stacked along M; a mixture's component axis is the most components any member's pattern kept
+    (:func:`n_components`), so that a cohort a single Gaussian serves costs what the Gaussian anchor does."""
+    laws = [_fit_laws(*(np.asarray(a[m]) for a in data), true_cond_dims[m], kind) for m in range(data.x0.shape[0])]
+    J = max(width(f) for f in laws)
+    members = [_pack(f, kind, J) for f in laws]
     return {k: jnp.asarray(np.stack([a[k] for a in members])) for k in members[0]}
 
 
+def n_components(anchor: dict) -> int:
+    """The component axis of a fitted anchor's arrays (1 for the Gaussian anchor): what
+    ``DenoiserConfig.anchor_components`` must be for its shapes."""
+    return int(np.shape(anchor["gate_logw"])[-1]) if "gate_logw" in anchor else 1
+
+
 def prepare(anchor: dict, conds, masks) -> dict:
-    """What a row's anchor needs along a whole trajectory: each component's mean for its pattern
-    f32[B, J, F], the log weights of its components f32[B, J] (J = 1 for the Gaussian anchor) and its
-    pattern as a one-hot f32[B, P]. One model: conds f32[B, K, C'] (C' >= the anchor's slot width;
+    """What a row's anchor needs along a whole trajectory: each component's mean and covariance
+    eigenvalues for its pattern f32[B, J, F], the log weights of its components f32[B, J] (J = 1 for
+    the Gaussian anchor), its pattern as a one-hot f32[B, P], and every pattern's eigenbases. One model: conds f32[B, K, C'] (C' >= the anchor's slot width;
     wider columns are padding), masks f32[B, K]."""
     if "gate_logw" not in anchor:  # the Gaussian anchor: a mixture of one component
         anchor = {k: v[:, None] for k, v in anchor.items()}
@@ -374,7 +398,7 @@ def prepare(anchor: dict, conds, masks) -> dict:
     else:
         logw = jnp.zeros((B, 1), jnp.float32)
     return {"mean": jnp.einsum("bp,bpjf->bjf", onehot, means), "logw": logw, "onehot": onehot,
-            "basis": anchor["basis"], "eig": anchor["eig"]}
+            "basis": anchor["basis"], "eig": jnp.einsum("bp,pjf->bjf", onehot, anchor["eig"])}
 
 
 def output(anchor: dict, conds, masks, x_t, abar, parametrisation: str):
@@ -389,28 +413,27 @@ def predict(prepared: dict, x_t, abar, parametrisation: str):
     For a mixture it is each component's, weighted by the component's posterior probability given
     x_t: w_j(c) N(x_t; a mu_j, a^2 S_j + s^2 I), normalised."""
     a, s = jnp.sqrt(abar), jnp.sqrt(1.0 - abar)
-    shaped = lambda v, k: jnp.reshape(v, (-1,) + (1,) * k) if jnp.ndim(v) else v
-    a_b, s_b = shaped(a, 3), shaped(s, 3)  # against [B, P, J, F]
-    mean = prepared["mean"]  # [B, J, F]
-    r = x_t[:, None] - shaped(a, 2) * mean  # [B, J, F]
-    z = jnp.einsum("bjf,pjfg->bpjg", r, prepared["basis"])  # r in each pattern's eigenbases
-    denom = a_b ** 2 * prepared["eig"][None] + s_b ** 2  # [B or 1, P, J, F]
+    shaped = lambda v: jnp.reshape(v, (-1, 1, 1)) if jnp.ndim(v) else v  # against [B, J, F]
+    a, s = shaped(a), shaped(s)
+    mean, eig, onehot, basis = prepared["mean"], prepared["eig"], prepared["onehot"], prepared["basis"]
+    r = x_t[:, None] - a * mean  # [B, J, F]
+    # r in the eigenbases of the row's pattern: one product with every pattern's basis (a GEMM),
+    # then the row's own selected; the elementwise work below is on [B, J, F] only
+    z = jnp.einsum("bp,bpjg->bjg", onehot, jnp.einsum("bjf,pjfg->bpjg", r, basis))
+    denom = a ** 2 * eig + s ** 2  # [B, J, F]
     if parametrisation == "eps":
-        gain = s_b / denom
-        offset = 0.0
+        gain, offset = s / denom, 0.0
     elif parametrisation == "x0":
-        gain = a_b * prepared["eig"][None] / denom
-        offset = mean
+        gain, offset = a * eig / denom, mean
     elif parametrisation == "v":
         # a eps - s x0 = U diag((a s - s a l) / (a^2 l + s^2)) U^T r - s mu
-        gain = a_b * s_b * (1.0 - prepared["eig"][None]) / denom
-        offset = -shaped(s, 2) * mean
+        gain, offset = a * s * (1.0 - eig) / denom, -s * mean
     else:
         raise ValueError(f"unknown parametrisation {parametrisation!r}")
-    back = jnp.einsum("bpjg,pjfg->bpjf", z * gain, prepared["basis"])
-    out = jnp.einsum("bp,bpjf->bjf", prepared["onehot"], back) + offset  # [B, J, F]
+    back = jnp.einsum("bpjg,pjfg->bjf", onehot[:, :, None, None] * (z * gain)[:, None], basis)
+    out = back + offset  # [B, J, F]
     if out.shape[1] == 1:
         return out[:, 0]
-    loglik = -0.5 * jnp.sum(z ** 2 / denom + jnp.log(denom), axis=-1)  # [B, P, J]
-    resp = jax.nn.softmax(prepared["logw"] + jnp.einsum("bp,bpj->bj", prepared["onehot"], loglik), axis=-1)
+    loglik = -0.5 * jnp.sum(z ** 2 / denom + jnp.log(denom), axis=-1)  # [B, J]
+    resp = jax.nn.softmax(prepared["logw"] + loglik, axis=-1)
     return jnp.einsum("bj,bjf->bf", resp, out)

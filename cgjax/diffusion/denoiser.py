@@ -84,16 +84,23 @@ class DenoiserConfig(ArchConfig):
     cond_dims: one entry per condition slot (1 for a single-condition model, K for a multi-condition
       model); inputs narrower than their slot are zero-padded, which leaves the function unchanged.
     bn_momentum, bn_eps: of the BatchNorm layers (PyTorch's defaults).
+    anchor_components: the component axis of a mixture anchor's arrays (``anchor = "mixture"``): set
+      from the fit, the most components any model of the group kept in any pattern
+      (:func:`cgjax.diffusion.anchor.fit_group`); checkpoints written before the field hold the
+      maximum, :data:`cgjax.diffusion.anchor.MAX_COMPONENTS`. Unused by the other anchors.
     """
 
     x_dim: int
     cond_dims: tuple[int, ...]
     bn_momentum: float = 0.1  # PyTorch convention: running = (1 - m) running + m batch
     bn_eps: float = 1e-5
+    anchor_components: int = anchor_lib.MAX_COMPONENTS
 
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "cond_dims", tuple(int(c) for c in self.cond_dims))
+        if not (is_int(self.anchor_components) and self.anchor_components >= 1):
+            raise ConfigError(f"DenoiserConfig.anchor_components must be an integer >= 1, got {self.anchor_components!r}")
         if self.anchor == "auto":
             raise ConfigError("arch.anchor = 'auto' is resolved by cgjax.pipeline.train (two model sets); a "
                               "network has anchor 'none', 'gaussian' or 'mixture'")

@@ -145,20 +145,38 @@ def make_optimizer(cfg: TrainConfig, total_steps: int = 1):
 
 
 def init_state(key, dcfg: denoiser.DenoiserConfig, true_cond_dims, tcfg: TrainConfig,
-               data: GroupData | None = None) -> TrainState:
-    """Initialise M models (M = len(true_cond_dims)), each from its own key, stacked. With a Gaussian
-    anchor (``dcfg.anchor``) and the group's training ``data``, each model's anchor is fitted on its
-    rows (:func:`cgjax.diffusion.anchor.fit_group`); without ``data`` it is left at zero (the shapes
-    a checkpoint is restored into)."""
+               fitted_anchor: dict | None = None) -> TrainState:
+    """Initialise M models (M = len(true_cond_dims)), each from its own key, stacked. With an anchor
+    (``dcfg.anchor``), ``fitted_anchor`` is the group's fitted one (:func:`fit_anchor`); without it
+    the anchor is left at zero (the shapes a checkpoint is restored into)."""
+    fitted_anchor = None if dcfg.anchor == "none" else fitted_anchor
+    if fitted_anchor is not None:
+        want = jax.tree.map(lambda a: (len(true_cond_dims),) + a.shape, jax.eval_shape(lambda: anchor.zeros(dcfg)))
+        got = jax.tree.map(jnp.shape, fitted_anchor)
+        if got != want:
+            raise ValueError(f"the fitted anchor's shapes {got} are not those of {dcfg} ({want}): build the "
+                             f"config with fit_anchor")
     keys = jax.random.split(key, len(true_cond_dims))
     members = [denoiser.init(k, dcfg, dims) for k, dims in zip(keys, true_cond_dims)]
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *[m[0] for m in members])
-    if dcfg.anchor != "none" and data is not None:
-        params["anchor"] = anchor.fit_group(data, true_cond_dims, dcfg.anchor)
+    if fitted_anchor is not None:
+        params["anchor"] = fitted_anchor
     stats = jax.tree.map(lambda *xs: jnp.stack(xs), *[m[1] for m in members])
     opt_state = jax.vmap(make_optimizer(tcfg).init)(params)
     ema = jax.tree.map(jnp.copy, params) if tcfg.ema_decay > 0 else None
     return TrainState(params, stats, opt_state, jnp.int32(0), ema)
+
+
+def fit_anchor(dcfg: denoiser.DenoiserConfig, true_cond_dims, data: GroupData):
+    """Fit a group's anchors on its training ``data`` (:func:`cgjax.diffusion.anchor.fit_group`):
+    (the config with a mixture anchor's component axis set to what the fit needs, the anchors; None
+    without an anchor). Pass both to :func:`init_state`."""
+    if dcfg.anchor == "none":
+        return dcfg, None
+    fitted = anchor.fit_group(data, true_cond_dims, dcfg.anchor)
+    if dcfg.anchor == "mixture":
+        dcfg = dataclasses.replace(dcfg, anchor_components=anchor.n_components(fitted))
+    return dcfg, fitted
 
 
 def _split_step_key(key):

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from cgjax.diffusion import denoiser
 from cgjax.diffusion.denoiser import ArchConfig
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
-from cgjax.diffusion.train import (GroupData, TrainConfig, TrainState, init_state, make_inference_fn,
-                                   make_train_fn)
+from cgjax.diffusion.train import (GroupData, TrainConfig, TrainState, fit_anchor, init_state,
+                                   make_inference_fn, make_train_fn)
 from cgjax.ensemble.arrays import group_arrays
 from cgjax.ensemble.spec import Group, ModelSet, build_groups
 from cgjax.errors import CgjaxError
@@ -113,7 +113,8 @@ def new_training_run(train_data: Mapping[str, np.ndarray], train_masks: Mapping[
             if n < train_cfg.batch_size // 2 or n < 2:
                 raise CgjaxError(f"model '{spec.name}' has only {int(n)} training rows with both its target and "
                                  f"condition(s); need at least {max(2, train_cfg.batch_size // 2)}")
-        states[name] = init_state(jax.random.fold_in(key, gi), g.dcfg, g.true_cond_dims, train_cfg, data)
+        g.dcfg, fitted = fit_anchor(g.dcfg, g.true_cond_dims, data)  # a mixture's width is the fit's
+        states[name] = init_state(jax.random.fold_in(key, gi), g.dcfg, g.true_cond_dims, train_cfg, fitted)
         best[name] = np.full(len(g.specs), np.inf)
     ms = ModelSet(tuple(modalities), dict(dims), arch, schedule_cfg, train_cfg, groups, scalers,
                   {m: list(v) for m, v in feature_names.items()})
