@@ -283,7 +283,8 @@ def ridge_mixture(x: np.ndarray, y: np.ndarray, *, x_gate: np.ndarray | None = N
     candidates = [j for j in COMPONENTS if j <= top]
     if not x.shape[1] or len(sel) * (FOLDS - 1) // FOLDS < 2 * need or len(candidates) < 2:
         return _one(*ridge_gaussian(x, y))
-    gates = {j: _fit_gate(x_gate, j, seed) if j > 1 else None for j in candidates}  # on x alone: fitted once
+    projection = _gate_projection(x_gate)  # the same for every number of components: computed once
+    gates = {j: _fit_gate(x_gate, j, seed, projection) if j > 1 else None for j in candidates}  # on x alone
     scores = np.zeros((len(candidates), len(sel)))  # each row's energy score when held out, per candidate
     for k in range(FOLDS):
         fit_rows, held = sel[fold != k], fold == k
@@ -299,14 +300,21 @@ def ridge_mixture(x: np.ndarray, y: np.ndarray, *, x_gate: np.ndarray | None = N
     return _fit_mixture(x, y, gates[chosen])
 
 
-def _fit_gate(x_gate, n_components: int, seed: int):
-    """(the :class:`Gate` of ``n_components`` on rows x_gate, its fitted GaussianMixture)."""
-    from sklearn.mixture import GaussianMixture
-
+def _gate_projection(x_gate):
+    """(the rows' mean f[P], the map f[P, D] onto the leading principal components of the
+    standardised rows, D <= :data:`GATE_DIMS`)."""
     center, scale = x_gate.mean(axis=0), x_gate.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     d = min(GATE_DIMS, x_gate.shape[1], len(x_gate) - 1)
-    proj = np.linalg.svd((x_gate - center) / scale, full_matrices=False)[2][:d].T / scale[:, None]
+    return center, np.linalg.svd((x_gate - center) / scale, full_matrices=False)[2][:d].T / scale[:, None]
+
+
+def _fit_gate(x_gate, n_components: int, seed: int, projection=None):
+    """(the :class:`Gate` of ``n_components`` on rows x_gate, its fitted GaussianMixture);
+    ``projection``: :func:`_gate_projection` of x_gate when the caller already has it."""
+    from sklearn.mixture import GaussianMixture
+
+    center, proj = _gate_projection(x_gate) if projection is None else projection
     gm = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-2, n_init=2,
                          random_state=seed).fit((x_gate - center) @ proj)
     logw = np.log(gm.weights_) + np.log(np.diagonal(gm.precisions_cholesky_, axis1=1, axis2=2)).sum(axis=1)
