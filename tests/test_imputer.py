@@ -207,13 +207,14 @@ def test_bad_inputs_are_one_line_errors(fitted, df):
 
 
 def test_sklearn_checks_that_apply():
-    """scikit-learn's API checks that need no training run here (the rest: experiments/sklearn_checks.py)."""
+    """scikit-learn's API checks that need no training run here (the rest: experiments/sklearn_checks.py;
+    check_dtype_object is among those: it fits on object arrays of numbers, a training run)."""
     cheap = {"check_no_attributes_set_in_init", "check_parameters_default_constructible", "check_get_params_invariance",
              "check_set_params", "check_estimator_repr", "check_estimators_unfitted", "check_fit2d_1sample",
              "check_fit2d_1feature", "check_estimators_empty_data", "check_dont_overwrite_parameters_unfitted",
              "check_estimator_cloneable", "check_estimator_tags_renamed", "check_valid_tag_types",
              "check_mixin_order", "check_do_not_raise_errors_in_init_or_set_params", "check_estimator_sparse_tag",
-             "check_estimator_sparse_array", "check_estimator_sparse_matrix", "check_complex_data", "check_dtype_object"}
+             "check_estimator_sparse_array", "check_estimator_sparse_matrix", "check_complex_data"}
     from sklearn.utils.estimator_checks import estimator_checks_generator
 
     ran = []
@@ -223,6 +224,12 @@ def test_sklearn_checks_that_apply():
             check(est)  # raises on failure
             ran.append(name)
     assert len(ran) >= 12, ran
+
+
+def test_numbers_in_object_columns_impute_as_floats(fitted, df):
+    """What scikit-learn's check_dtype_object asks (without its training run): a frame of numbers
+    held as objects imputes exactly as the same frame of floats."""
+    pd.testing.assert_frame_equal(fitted.transform(df.astype(object)), fitted.transform(df))
 
 
 def test_a_modality_missing_for_every_sample_is_imputed_for_all(fitted, df):
