@@ -13,6 +13,7 @@ import pytest
 from cgjax import checkpoint, pipeline
 from cgjax.diffusion import anchor, denoiser
 from cgjax.diffusion.schedule import ScheduleConfig, make_schedule
+from cgjax.errors import ConfigError
 from cgjax.sampling.algebra import make_model
 from cgjax.sampling.coherent import RejectionConfig, make_sampler
 from cgjax.scoring.metrics import energy_score
@@ -174,6 +175,8 @@ def test_a_group_shares_the_widest_members_component_axis(monkeypatch):
     got, want = (output(a, c, masks, x_t, jnp.float32(0.4), "eps") for a in (member1, own))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
     assert jax.tree.map(jnp.shape, anchor.zeros(cfg)) == jax.tree.map(lambda a: a.shape[1:], fitted)
+    with pytest.raises(ConfigError, match=r"DenoiserConfig.anchor_components must be an integer >= 1, got 0"):
+        dataclasses.replace(cfg, anchor_components=0)
     narrow = dataclasses.replace(cfg, anchor_components=1)
     with pytest.raises(ValueError, match="fitted anchor's shapes"):
         init_state(jax.random.PRNGKey(0), narrow, ((4,), (4,)), TrainConfig(batch_size=16), fitted)

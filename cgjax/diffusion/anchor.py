@@ -166,17 +166,17 @@ def _widen(law: "Mixture", cols: np.ndarray, width: int) -> "Mixture":
     return Mixture([wide(a) for a in law.coef], law.bias, law.cov, gate)
 
 
-def width(fitted: dict[int, "Mixture"]) -> int:
+def _width(fitted: dict[int, "Mixture"]) -> int:
     """The component axis that the per-pattern laws need: the most components of any pattern."""
     return max(len(law.coef) for law in fitted.values())
 
 
 def _pack(fitted: dict, kind: str, J: int | None = None) -> dict:
     """The per-pattern laws as the arrays of :func:`zeros` (float32); a mixture's component axis J
-    (default :func:`width`; wider is padded with unused components)."""
+    (default :func:`_width`; wider is padded with unused components)."""
     P = len(fitted)
     KC, F = fitted[0].coef[0].shape
-    J, D = ((width(fitted) if J is None else J), GATE_DIMS) if kind == "mixture" else (1, 0)
+    J, D = ((_width(fitted) if J is None else J), GATE_DIMS) if kind == "mixture" else (1, 0)
     out = {"coef": np.zeros((P, J, KC, F)), "bias": np.zeros((P, J, F)), "basis": np.zeros((P, J, F, F)),
            "eig": np.zeros((P, J, F))}
     if kind == "mixture":
@@ -372,24 +372,20 @@ def components(anchor: dict) -> np.ndarray:
 def fit_group(data, true_cond_dims, kind: str = "gaussian") -> dict:
     """Anchors of every member of a group's training arrays (:class:`cgjax.diffusion.train.GroupData`),
     stacked along M; a mixture's component axis is the most components any member's pattern kept
-    (:func:`n_components`), so that a cohort a single Gaussian serves costs what the Gaussian anchor does."""
+    (``components(anchor).max()``), so that a cohort a single Gaussian serves costs what the
+    Gaussian anchor does."""
     laws = [_fit_laws(*(np.asarray(a[m]) for a in data), true_cond_dims[m], kind) for m in range(data.x0.shape[0])]
-    J = max(width(f) for f in laws)
+    J = max(_width(f) for f in laws)
     members = [_pack(f, kind, J) for f in laws]
     return {k: jnp.asarray(np.stack([a[k] for a in members])) for k in members[0]}
-
-
-def n_components(anchor: dict) -> int:
-    """The component axis of a fitted anchor's arrays (1 for the Gaussian anchor): what
-    ``DenoiserConfig.anchor_components`` must be for its shapes."""
-    return int(np.shape(anchor["gate_logw"])[-1]) if "gate_logw" in anchor else 1
 
 
 def prepare(anchor: dict, conds, masks) -> dict:
     """What a row's anchor needs along a whole trajectory: each component's mean and covariance
     eigenvalues for its pattern f32[B, J, F], the log weights of its components f32[B, J] (J = 1 for
-    the Gaussian anchor), its pattern as a one-hot f32[B, P], and every pattern's eigenbases. One model: conds f32[B, K, C'] (C' >= the anchor's slot width;
-    wider columns are padding), masks f32[B, K]."""
+    the Gaussian anchor), its pattern as a one-hot f32[B, P], and every pattern's eigenbases. One
+    model: conds f32[B, K, C'] (C' >= the anchor's slot width; wider columns are padding),
+    masks f32[B, K]."""
     if "gate_logw" not in anchor:  # the Gaussian anchor: a mixture of one component
         anchor = {k: v[:, None] for k, v in anchor.items()}
     P, J, KC, F = anchor["coef"].shape

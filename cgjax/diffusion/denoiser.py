@@ -100,7 +100,8 @@ class DenoiserConfig(ArchConfig):
         super().__post_init__()
         object.__setattr__(self, "cond_dims", tuple(int(c) for c in self.cond_dims))
         if not (is_int(self.anchor_components) and self.anchor_components >= 1):
-            raise ConfigError(f"DenoiserConfig.anchor_components must be an integer >= 1, got {self.anchor_components!r}")
+            raise ConfigError(f"DenoiserConfig.anchor_components must be an integer >= 1, "
+                              f"got {self.anchor_components!r}")
         if self.anchor == "auto":
             raise ConfigError("arch.anchor = 'auto' is resolved by cgjax.pipeline.train (two model sets); a "
                               "network has anchor 'none', 'gaussian' or 'mixture'")

@@ -175,7 +175,8 @@ def fit_anchor(dcfg: denoiser.DenoiserConfig, true_cond_dims, data: GroupData):
         return dcfg, None
     fitted = anchor.fit_group(data, true_cond_dims, dcfg.anchor)
     if dcfg.anchor == "mixture":
-        dcfg = dataclasses.replace(dcfg, anchor_components=anchor.n_components(fitted))
+        # fit_group packs the axis as wide as the most components kept: that many, exactly
+        dcfg = dataclasses.replace(dcfg, anchor_components=int(anchor.components(fitted).max()))
     return dcfg, fitted
 
 
