@@ -117,8 +117,10 @@ def test_fit_recovers_each_patterns_population_regression():
 
 
 def test_a_large_pattern_is_fitted_on_a_bounded_subset(monkeypatch):
-    """With a memory budget for 3,000 rows, a 40,000-row fit uses a fixed subset: the same every
-    time, still close to the population regression, and not the fit on all rows."""
+    """Per-pattern ridge regressions (targets and conditions wider than JOINT_MAX_DIMS): with a
+    memory budget for 3,000 rows, a 40,000-row fit uses a fixed subset: the same every time, still
+    close to the population regression, and not the fit on all rows."""
+    monkeypatch.setattr(anchor, "JOINT_MAX_DIMS", 0)
     rng = np.random.default_rng(7)
     n = 40_000
     y, c1, c2, cov = _joint_gaussian_sample(rng, n)

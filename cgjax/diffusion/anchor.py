@@ -57,11 +57,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cgjax.diffusion import joint
 from cgjax.scoring.metrics import energy_score
 
 ANCHORS = ("none", "gaussian", "mixture", "auto")  # "auto": train both, keep the better per model (cgjax.pipeline.train)
 FITTED = ("gaussian", "mixture")  # the anchors a network carries (an "auto" set ends up "gaussian")
 MAX_SLOTS = 6  # 2^K patterns are evaluated at every step: K <= 6 (64 patterns)
+# the Gaussian anchor's laws are the conditionals of one joint Gaussian fitted on every row
+# (cgjax.diffusion.joint) when the target and the conditions are at most this many columns; wider,
+# one ridge regression per pattern on its complete rows (an EM iteration costs O(d^3) per pattern)
+JOINT_MAX_DIMS = 512
 # ridge penalties tried per target feature (by leave-one-out error) in the anchor's regressions
 ALPHAS = np.logspace(-3, 4, 15)
 # the leave-one-out errors take n F len(ALPHAS) float64s: a pattern with more rows than this budget
@@ -124,6 +129,8 @@ def _fit_laws(x0, conds, present, valid, true_cond_dims, kind) -> dict[int, "Mix
     F = x0.shape[1]
     P = n_patterns(K)
     need = 2 * F + 10
+    if kind == "gaussian" and F + sum(true_cond_dims) <= JOINT_MAX_DIMS:
+        return _joint_laws(x0, conds, present, valid, true_cond_dims)
     fitted: dict[int, Mixture] = {}  # coefficients and gate on the flattened, slot-padded conditions
     for p in range(P):  # increasing p: every sub-pattern of p (a subset of its bits) is fitted before p
         slots = [k for k in range(K) if p >> k & 1]
@@ -134,10 +141,7 @@ def _fit_laws(x0, conds, present, valid, true_cond_dims, kind) -> dict[int, "Mix
             subs = [q for q in fitted if q & p == q and q != p]
             fitted[p] = fitted[max(subs, key=lambda q: bin(q).count("1"))]
         elif p:
-            idx = np.flatnonzero(rows)
-            cap = max(need, int(LOO_BYTES // (F * len(ALPHAS) * 8)))
-            if len(idx) > cap:  # bounded memory on a large cohort; the same subset every time
-                idx = np.sort(np.random.default_rng(p).choice(idx, cap, replace=False))
+            idx = _capped(np.flatnonzero(rows), need, F, p)
             flat = conds.reshape(N, K * C)[:, cols]
             if kind == "mixture":  # its gate also learns from rows that have the conditions but not the target
                 gate_rows = present[:, slots].all(axis=1)
@@ -150,6 +154,66 @@ def _fit_laws(x0, conds, present, valid, true_cond_dims, kind) -> dict[int, "Mix
             cov = np.cov(y, rowvar=False).reshape(F, F) if len(y) > 1 else np.eye(F)
             fitted[p] = _one(np.zeros((K * C, F)), y.mean(axis=0) if len(y) else np.zeros(F), cov)
     return fitted
+
+
+def _joint_laws(x0, conds, present, valid, true_cond_dims) -> dict[int, "Mixture"]:
+    """:func:`fit`'s Gaussian laws with one joint Gaussian of the target and the conditions fitted on
+    every valid row (:func:`cgjax.diffusion.joint.fit`). A pattern with fewer than 2 F + 10 rows
+    takes its conditional; one with more takes whichever of that conditional and the ridge
+    regression on its own rows (:func:`ridge_gaussian`) gives its rows the higher log-likelihood
+    when held out (the joint fit's folds). Neither wins everywhere: the joint fit uses rows that miss
+    conditions, the regression is unbiased by the shrinkage and gains most where the target is
+    nearly a function of the conditions. A slot present on fewer than 2 F + 10 valid rows is left
+    out: its patterns take the law of the same pattern without it."""
+    N, K, C = conds.shape
+    F = x0.shape[1]
+    need = 2 * F + 10
+    usable = [k for k in range(K) if (valid & present[:, k]).sum() >= need]
+    slot_of = np.concatenate([np.full(true_cond_dims[k], k) for k in usable]).astype(int) if usable \
+        else np.zeros(0, int)  # the joint's condition columns: which slot each is
+    flat = conds.reshape(N, K * C)
+    col_of = np.concatenate([k * C + np.arange(true_cond_dims[k]) for k in usable]).astype(int) if usable \
+        else np.zeros(0, int)  # ... and which column of the flattened conditions
+    law = joint.fit(x0[valid], flat[valid][:, col_of], present[valid][:, slot_of])
+    fold = np.full(N, -1)
+    fold[valid] = law.folds
+    fitted: dict[int, Mixture] = {}
+    for p in range(n_patterns(K)):
+        if any(p >> k & 1 for k in range(K) if k not in usable):
+            fitted[p] = fitted[p & sum(1 << k for k in usable)]  # a smaller pattern: fitted before
+            continue
+        given = np.array([bool(p >> k & 1) for k in slot_of], bool)
+        cols = col_of[given]
+        rows = valid & present[:, [k for k in usable if p >> k & 1]].all(axis=1)
+        conditional = joint.conditional(law.mu, law.cov, F, given)
+        if p and rows.sum() >= need and not _joint_predicts_better(law, given, cols, rows, fold, x0, flat):
+            idx = _capped(np.flatnonzero(rows), need, F, p)
+            conditional = ridge_gaussian(flat[idx][:, cols], x0[idx])
+        fitted[p] = _widen(_one(*conditional), cols, K * C)
+    return fitted
+
+
+def _joint_predicts_better(law, given, cols, rows, fold, x0, flat) -> bool:
+    """Whether the joint fit's conditional predicts a pattern's ``rows`` better than a ridge
+    regression on them: summed log-likelihood of each fold's rows under the fits without them."""
+    F = x0.shape[1]
+    joint_ll = ridge_ll = 0.0
+    for k, fold_fit in enumerate(law.fold_fits):
+        held, train = rows & (fold == k), rows & (fold >= 0) & (fold != k)
+        if fold_fit is None or train.sum() < 2 or not held.any():
+            return True
+        x, y = flat[held][:, cols], x0[held]
+        joint_ll += joint.loglik_rows(joint.conditional(*fold_fit, F, given), y, x).sum()
+        ridge_ll += joint.loglik_rows(ridge_gaussian(flat[train][:, cols], x0[train]), y, x).sum()
+    return joint_ll >= ridge_ll
+
+
+def _capped(idx: np.ndarray, need: int, F: int, seed: int) -> np.ndarray:
+    """At most the rows :data:`LOO_BYTES` allows a ridge fit of F targets: a fixed random subset."""
+    cap = max(need, int(LOO_BYTES // (F * len(ALPHAS) * 8)))
+    if len(idx) > cap:  # bounded memory on a large cohort; the same subset every time
+        idx = np.sort(np.random.default_rng(seed).choice(idx, cap, replace=False))
+    return idx
 
 
 def _one(coef, bias, cov) -> "Mixture":
