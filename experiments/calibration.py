@@ -23,9 +23,10 @@ Each sampler draws ``--coverage-replicates`` (>= 50) replicates per row; the fir
 
 Next to them: KNN (k = 10) and IterativeImputer (BayesianRidge) point predictions, exact posterior
 draws (the ideal sampler, same R), and the probabilistic baselines of
-:mod:`cgjax.evaluate.probabilistic` (``gaussian_sample``, ``mixture_sample``, ``mice_sample``, ``knn_sample`` with k = 10;
-fitted on the train split's complete rows, ``mixture_sample``'s weights on every row with the given
-modalities; scored exactly like the samplers), with the energy score
+:mod:`cgjax.evaluate.probabilistic` (``gaussian_sample``, ``joint_gaussian_sample``, ``mixture_sample``,
+``mice_sample``, ``knn_sample`` with k = 10; fitted on the train split's complete rows,
+``joint_gaussian_sample`` on every row with the target, ``mixture_sample``'s weights on every row
+with the given modalities; scored exactly like the samplers), with the energy score
 of multi / coherent over each of theirs in ``calibration.md`` (issue 14). Writes ``calibration.csv``,
 ``calibration.md`` (the table, the issue-11 targets, met or missed, with numbers, and the energy
 ratios) and ``calibration.png`` (calibration against cohort size) to ``--out``.
@@ -77,7 +78,8 @@ from cgjax.diffusion.parametrisation import LOSS_WEIGHTINGS, PARAMETRISATIONS
 from cgjax.ensemble import sample_target
 from cgjax.scoring import calibration as cal
 from cgjax.evaluate.baselines import iterative_impute, knn_impute
-from cgjax.evaluate.probabilistic import gaussian_conditional_sample, knn_sample, mice_sample, mixture_conditional_sample
+from cgjax.evaluate.probabilistic import (gaussian_conditional_sample, joint_gaussian_sample, knn_sample, mice_sample,
+                                         mixture_conditional_sample)
 from cgjax.scoring.metrics import r2_pooled
 from cgjax.sampling.options import SampleOptions
 from cgjax.sampling.solvers import SolverConfig
@@ -87,6 +89,7 @@ METHODS = ("single", "multi", "coherent")
 # baselines): name -> f(train, test, given, target, replicates, seed) -> f32[R, N, D].
 PROB_BASELINES = {
     "gaussian_sample": lambda tr, te, g, t, r, s: gaussian_conditional_sample(tr, te, g, t, replicates=r, seed=s),
+    "joint_gaussian_sample": lambda tr, te, g, t, r, s: joint_gaussian_sample(tr, te, g, t, replicates=r, seed=s),
     "mixture_sample": lambda tr, te, g, t, r, s: mixture_conditional_sample(tr, te, g, t, replicates=r, seed=s),
     "mice_sample": lambda tr, te, g, t, r, s: mice_sample(tr, te, g, t, replicates=r, seed=s),
     "knn_sample": lambda tr, te, g, t, r, s: knn_sample(tr, te, g, t, replicates=r, seed=s, k=10),
@@ -208,7 +211,7 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
             t1 = time.time()
             # mixture_sample's weights also learn from training rows without the target (its regressions
             # use the complete rows only)
-            src = train if name == "mixture_sample" else train_cc
+            src = train if name in ("mixture_sample", "joint_gaussian_sample") else train_cc
             samples = fn(src, given, given_names, target, args.coverage_replicates, args.seed + 7)
             out.append({**rec(name, "-", score(samples)), "sample_seconds": round(time.time() - t1, 1)})
             r = out[-1]
@@ -370,7 +373,8 @@ def main(argv=None):
     ap.add_argument("--prob-baselines", nargs="+", choices=tuple(PROB_BASELINES), default=None,
                     help="only these probabilistic baselines (default: all)")
     ap.add_argument("--no-prob-baselines", action="store_true",
-                    help="skip the probabilistic baselines (gaussian_sample, mixture_sample, mice_sample, knn_sample k=10)")
+                    help="skip the probabilistic baselines (gaussian_sample, joint_gaussian_sample, mixture_sample, "
+                         "mice_sample, knn_sample k=10)")
     ap.add_argument("--compositions", nargs="+", default=["average"], choices=("average", "product"),
                     help="coherent compositions (SampleOptions.composition), a row each")
     ap.add_argument("--corrector-steps", type=int, nargs="+", default=[0],

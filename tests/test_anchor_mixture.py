@@ -124,9 +124,10 @@ def test_ridge_mixture_keeps_one_gaussian_and_finds_subtypes():
     assert energy_score(draw(law), y_new).mean() < 0.7 * energy_score(draw(single), y_new).mean()
 
 
-def test_a_one_component_mixture_anchor_predicts_as_the_gaussian_anchor():
+def test_a_one_component_mixture_anchor_predicts_as_the_gaussian_anchor(monkeypatch):
     """On a Gaussian law every pattern keeps one component, and the mixture anchor's prediction is the
-    Gaussian anchor's (same fit; only the arrays' layout differs)."""
+    Gaussian anchor's with per-pattern regressions (same fit; only the arrays' layout differs)."""
+    monkeypatch.setattr(anchor, "JOINT_MAX_DIMS", 0)  # the Gaussian anchor's per-pattern fit
     rng = np.random.default_rng(4)
     n = 400
     conds = rng.normal(size=(n, K, C))

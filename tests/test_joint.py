@@ -3,7 +3,6 @@ against a row-by-row float64 re-derivation and closed forms, the held-out likeli
 the shrinkage choice, and the anchor's patterns fitted from it."""
 
 import numpy as np
-import pytest
 from scipy.stats import multivariate_normal
 
 from cgjax.diffusion import anchor, joint

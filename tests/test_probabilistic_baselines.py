@@ -53,6 +53,37 @@ def test_gaussian_conditional_recovers_the_closed_form_conditional():
     assert not np.allclose(np.cov(draws[:, 0].T), np.cov(draws[:, 2].T), atol=0.06 * cov.diagonal().max())
 
 
+def test_joint_gaussian_recovers_the_closed_form_conditional_from_incomplete_rows():
+    """Train rows miss a or b (35% each, at random): the EM fit on every row recovers the joint law,
+    and each test row draws from the closed-form conditional given the modalities it has; it uses
+    the incomplete rows (its fit differs from one on the complete rows alone)."""
+    mu, cov, d = _gaussian_law(seed=5)
+    rng = np.random.default_rng(6)
+    train = _split(rng.multivariate_normal(mu, cov, size=20000), d)
+    for m in ("a", "b"):
+        train[m][rng.random(20000) < 0.35] = np.nan
+    test = _split(rng.multivariate_normal(mu, cov, size=6), d)
+    test["b"][2:4] = np.nan
+    test["a"][4:] = np.nan
+    R = 4000
+    draws = P.joint_gaussian_sample(train, test, ["a", "b"], "t", replicates=R, seed=0)
+    assert draws.shape == (R, 6, 3) and draws.dtype == np.float32
+    ti = np.arange(5, 8)
+    for rows, gi, cols in ((slice(0, 2), np.arange(5), ("a", "b")), (slice(2, 4), np.arange(3), ("a",)),
+                           (slice(4, 6), np.arange(3, 5), ("b",))):
+        xg = np.concatenate([test[m][rows] for m in cols], 1)
+        m, c = _closed_form(mu, cov, gi, ti, xg)
+        np.testing.assert_allclose(draws[:, rows].mean(0), m, atol=0.07 * np.sqrt(np.diag(c)).max())
+        for n in range(2):
+            np.testing.assert_allclose(np.cov(draws[:, rows][:, n].T), c, atol=0.07 * c.diagonal().max())
+    complete = ~np.isnan(train["a"]).any(1) & ~np.isnan(train["b"]).any(1)
+    cc = P.joint_gaussian_sample({k: v[complete] for k, v in train.items()}, test, ["a", "b"], "t",
+                                 replicates=R, seed=0)
+    assert not np.allclose(cc, draws)
+    again = P.joint_gaussian_sample(train, test, ["a", "b"], "t", replicates=R, seed=0)
+    np.testing.assert_array_equal(again, draws)
+
+
 def test_gaussian_per_type_fits_each_type_and_pooled_does_not():
     """Two types with opposite slopes t = ±2 a + noise: per type the conditional mean is recovered;
     pooled, the slope averages out to about 0."""
@@ -177,13 +208,14 @@ def test_point_predictors_get_no_energy_score_and_samplers_do():
     assert point["mean_distance"] == pytest.approx(np.sqrt(3))
     full = {**train, "t": train["t"]}
     test_full = {"a": test["a"], "t": truth}
-    samplers = {k: BaselineSampler(full, k) for k in ("knn", "gaussian_sample", "mice_sample", "knn_sample")}
+    samplers = {k: BaselineSampler(full, k) for k in ("knn", "gaussian_sample", "joint_gaussian_sample", "mice_sample",
+                                                      "knn_sample")}
     res = reconstruction_study(samplers, test_full, modalities=["a", "t"], given_sets={"t": [("a",)], "a": []},
                                replicates=4, seed=0)
     by = {r["method"]: r for r in res.records}
     assert set(by) == set(samplers)
     assert "energy_score" not in by["knn"] and "mean_distance" in by["knn"]
-    for k in ("gaussian_sample", "mice_sample", "knn_sample"):
+    for k in ("gaussian_sample", "joint_gaussian_sample", "mice_sample", "knn_sample"):
         assert by[k]["energy_score"] > 0 and by[k]["r2_std"] > 0 and res.samples["t"][k].shape == (4, 40, 3)
 
 

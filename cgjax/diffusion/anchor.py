@@ -20,8 +20,9 @@ the posterior expectations are
 
 Which conditions a row has is its *pattern*, p = sum_k mask_k 2^k over the K condition slots; each
 pattern has its own regression (mean mu_p(c) = b_p + c A_p on the present slots) and residual
-covariance, fitted on the rows that have the target and every condition of p (ridge regression,
-penalty by leave-one-out error: :func:`fit`). A single-condition
+covariance: the conditional of one joint Gaussian of the target and every condition, fitted by EM
+on all the model's rows (:mod:`cgjax.diffusion.joint`), or a ridge regression on the rows that
+have every condition of p where that predicts held-out rows better (:func:`fit`). A single-condition
 model has 2 patterns (conditioned, and masked when it was trained with ``single_cond_dropout``); a
 multi-condition model 2^K. Arrays of one model (``params["anchor"]``, stacked along M like the rest):
 
@@ -66,7 +67,7 @@ MAX_SLOTS = 6  # 2^K patterns are evaluated at every step: K <= 6 (64 patterns)
 # the Gaussian anchor's laws are the conditionals of one joint Gaussian fitted on every row
 # (cgjax.diffusion.joint) when the target and the conditions are at most this many columns; wider,
 # one ridge regression per pattern on its complete rows (an EM iteration costs O(d^3) per pattern)
-JOINT_MAX_DIMS = 512
+JOINT_MAX_DIMS = 256
 # ridge penalties tried per target feature (by leave-one-out error) in the anchor's regressions
 ALPHAS = np.logspace(-3, 4, 15)
 # the leave-one-out errors take n F len(ALPHAS) float64s: a pattern with more rows than this budget
@@ -107,14 +108,19 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
     """Fit one model's anchor on its training arrays (one member of :class:`cgjax.diffusion.train.GroupData`).
 
     x0 f[N, F]; conds f[N, K, C] (slot-padded); present bool[N, K]; valid bool[N]; true_cond_dims:
-    the real width of each slot; kind: ``"gaussian"`` or ``"mixture"``. For pattern p the rows are
-    the valid ones with every condition of p present; its law is :func:`ridge_gaussian` (or
-    :func:`ridge_mixture`) of the target on those conditions (on a small cohort an unpenalised fit
-    of many conditions is mostly noise). A pattern with fewer than 2 F + 10 rows (so that the
-    covariance is estimable) falls back to its largest sub-pattern that has enough (ultimately the
-    target's own mean and covariance). A pattern with more rows than :data:`LOO_BYTES` allows is
-    fitted on a fixed random subset of them. Returns numpy arrays as :func:`zeros`, a mixture's
-    component axis as wide as its patterns need (the most components any of them kept).
+    the real width of each slot; kind: ``"gaussian"`` or ``"mixture"``.
+
+    The Gaussian anchor, target and conditions at most :data:`JOINT_MAX_DIMS` columns: every
+    pattern's law from one joint Gaussian fitted on all valid rows, or its own ridge regression
+    where that predicts held-out rows better (:func:`_joint_laws`). Otherwise (and the mixture
+    anchor), per pattern: the rows are the valid ones with every condition of p present; its law is
+    :func:`ridge_gaussian` (or :func:`ridge_mixture`) of the target on those conditions (on a small
+    cohort an unpenalised fit of many conditions is mostly noise). A pattern with fewer than
+    2 F + 10 rows (so that the covariance is estimable) falls back to its largest sub-pattern that
+    has enough (ultimately the target's own mean and covariance). A pattern with more rows than
+    :data:`LOO_BYTES` allows is fitted on a fixed random subset of them. Returns numpy arrays as
+    :func:`zeros`, a mixture's component axis as wide as its patterns need (the most components any
+    of them kept).
     """
     return _pack(_fit_laws(x0, conds, present, valid, true_cond_dims, kind), kind)
 

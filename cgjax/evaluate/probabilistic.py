@@ -9,6 +9,9 @@ samplers, so they enter the calibration tables on the same footing:
 * :func:`gaussian_conditional_sample`: ridge regression of the target on the given
   modalities (penalty by leave-one-out error) plus a Gaussian residual with the full residual covariance (optionally one fit per
   cancer type): the exact conditional when the data are jointly Gaussian.
+* :func:`joint_gaussian_sample`: one multivariate normal of the target and the given modalities,
+  fitted by EM on every row that has the target (incomplete ones too), drawn from its conditional
+  (the classical normal-model imputer; the Gaussian anchor's joint fit).
 * :func:`mixture_conditional_sample`: a mixture of such regressions whose weights depend on the
   given modalities (:func:`cgjax.diffusion.anchor.ridge_mixture`: subtypes found by a Gaussian
   mixture on the given modalities, the number of them by cross-validated energy score; one when a
@@ -33,13 +36,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from cgjax.diffusion import joint
 from cgjax.diffusion.anchor import mixture_sample, ridge_gaussian, ridge_mixture
 
-__all__ = ["PROBABILISTIC_METHODS", "gaussian_conditional_sample", "mixture_conditional_sample", "mice_sample",
-           "knn_sample", "fit_gaussian_conditional"]
+__all__ = ["PROBABILISTIC_METHODS", "gaussian_conditional_sample", "joint_gaussian_sample", "mixture_conditional_sample",
+           "mice_sample", "knn_sample", "fit_gaussian_conditional"]
 
 # BaselineSampler kinds that draw (the others are point predictors); see cgjax.evaluate.reconstruction.
-PROBABILISTIC_METHODS = ("gaussian_sample", "gaussian_type_sample", "mixture_sample", "mice_sample", "knn_sample")
+PROBABILISTIC_METHODS = ("gaussian_sample", "gaussian_type_sample", "joint_gaussian_sample", "mixture_sample",
+                         "mice_sample", "knn_sample")
 
 
 def _present(x: np.ndarray) -> np.ndarray:
@@ -200,6 +205,48 @@ def mixture_conditional_sample(
         if len(y_tr) < 2:
             raise ValueError(f"the mixture model of {target!r} needs at least 2 complete training rows, got {len(y_tr)}")
         out[:, rows] = mixture_sample(ridge_mixture(x_tr, y_tr, x_gate=x_gate), x_te, replicates, rng)
+    return out.astype(np.float32)
+
+
+def joint_gaussian_sample(
+    train: Mapping[str, np.ndarray],
+    test: Mapping[str, np.ndarray],
+    given: Sequence[str],
+    target: str,
+    *,
+    replicates: int = 10,
+    seed: int = 0,
+    n_rows: int | None = None,
+) -> np.ndarray:
+    """R draws of ``target`` from one multivariate normal of the target and the given modalities,
+    fitted by EM on every training row that has the target, whichever given modalities it lacks
+    (:func:`cgjax.diffusion.joint.fit`: correlations shrunk by held-out likelihood); each test row
+    draws from its conditional given the modalities it has. The classical normal-model imputer
+    (as in Amelia or R's ``norm``), and the joint fit of the Gaussian anchor.
+    Returns f32[replicates, N_test, D_target]."""
+    given, n = _check(train, test, given, target, n_rows)
+    y = np.asarray(train[target], np.float64)
+    keep = _present(y)
+    if keep.sum() < 2:
+        raise ValueError(f"the joint Gaussian of {target!r} needs at least 2 training rows with it, got {keep.sum()}")
+    x = [np.asarray(train[m], np.float64)[keep] for m in given]
+    observed = np.concatenate([np.repeat(_present(b)[:, None], b.shape[1], axis=1) for b in x], axis=1) if x \
+        else np.zeros((keep.sum(), 0), bool)
+    law = joint.fit(y[keep], np.nan_to_num(np.concatenate(x, axis=1)) if x else np.zeros((keep.sum(), 0)), observed)
+    widths = [np.shape(train[m])[1] for m in given]
+    d = y.shape[1]
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((replicates, n, d))
+    out = np.empty((replicates, n, d))
+    avail = np.stack([_present(np.asarray(test[m], np.float64)) for m in given], 1) if given else np.zeros((n, 0), bool)
+    for pattern in np.unique(avail, axis=0):
+        rows = np.flatnonzero((avail == pattern).all(axis=1))
+        cols = np.repeat(pattern, widths).astype(bool)
+        coef, bias, cov = joint.conditional(law.mu, law.cov, d, cols)
+        x_te = np.concatenate([np.asarray(test[m], np.float64)[rows] for m, on in zip(given, pattern) if on], 1) \
+            if pattern.any() else np.zeros((len(rows), 0))
+        out[:, rows] = _gaussian_draw({"x_mean": 0.0, "y_mean": bias, "coef": coef, "root": _psd_root(cov)},
+                                      x_te, z[:, rows])
     return out.astype(np.float32)
 
 

@@ -158,7 +158,8 @@ class BaselineSampler:
     (regression on the given modalities), ``mean``. Probabilistic baselines
     (:mod:`cgjax.evaluate.probabilistic`, R draws like our samplers): ``gaussian_sample``
     (regression + residual covariance), ``gaussian_type_sample`` (one such model per cancer type:
-    needs ``train_types`` and ``test_types``), ``mixture_sample`` (a mixture of such regressions
+    needs ``train_types`` and ``test_types``), ``joint_gaussian_sample`` (one multivariate normal
+    fitted by EM on every train row with the target, whatever ``rows`` says), ``mixture_sample`` (a mixture of such regressions
     whose weights depend on the given modalities), ``mice_sample`` (IterativeImputer with posterior
     draws), ``knn_sample`` (one of the 5 nearest neighbours' profiles). ``rows="complete_case"``
     (default) fits on the train rows that have the target and every given modality; ``"all"`` lets
@@ -191,7 +192,7 @@ class BaselineSampler:
         if self.point and key in self._cache:
             return np.broadcast_to(self._cache[key], (replicates, n, self._cache[key].shape[1])).astype(np.float32)
         train, kwargs = self.train, dict(self.kwargs)
-        if self.rows == "complete_case":
+        if self.rows == "complete_case" and self.kind != "joint_gaussian_sample":  # that one fits on every row
             keep = np.all([_present(self.train[m]) for m in names + [target]], axis=0)
             train = {m: self.train[m][keep] for m in names + [target]}
             if "train_types" in kwargs:
@@ -204,6 +205,7 @@ class BaselineSampler:
             return np.broadcast_to(self._cache[key], (replicates, n, self._cache[key].shape[1])).astype(np.float32)
         fn = {"gaussian_sample": probabilistic.gaussian_conditional_sample,
               "gaussian_type_sample": probabilistic.gaussian_conditional_sample,
+              "joint_gaussian_sample": probabilistic.joint_gaussian_sample,
               "mixture_sample": probabilistic.mixture_conditional_sample,
               "mice_sample": probabilistic.mice_sample, "knn_sample": probabilistic.knn_sample}[self.kind]
         return fn(train, test, names, target, replicates=replicates, seed=seed, n_rows=n, **kwargs)

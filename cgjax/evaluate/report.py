@@ -8,8 +8,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-METHOD_ORDER = ("single", "multi", "coherent", "gaussian_sample", "gaussian_type_sample", "mixture_sample", "mice_sample", "knn_sample",
-                "knn", "iterative", "mean", "oracle_mean", "oracle_sample")
+METHOD_ORDER = ("single", "multi", "coherent", "gaussian_sample", "gaussian_type_sample", "joint_gaussian_sample",
+                "mixture_sample", "mice_sample", "knn_sample", "knn", "iterative", "mean", "oracle_mean", "oracle_sample")
 
 
 def _fmt(rec: dict | None, key="r2_mean", std="r2_std") -> str:
@@ -326,7 +326,8 @@ def full_report(res: Mapping, *, figures: Mapping[str, str], header: Sequence[st
               "prediction can do. The baselines are fitted on the train set: point predictors (`knn`, "
               "`iterative`, `mean`) and probabilistic baselines drawing as many replicates as our samplers "
               "(`gaussian_sample`: regression + residual covariance; `gaussian_type_sample`: one per cancer type, "
-              "which our samplers are not told; `mixture_sample`: a mixture of such regressions whose weights "
+              "which our samplers are not told; `joint_gaussian_sample`: one multivariate normal fitted by EM on "
+              "every train row with the target, incomplete ones too; `mixture_sample`: a mixture of such regressions whose weights "
               "depend on the given modalities, subtypes found without labels; `mice_sample`: IterativeImputer posterior draws; `knn_sample`: "
               "one of the 5 nearest training profiles).", "",
               "### Table 1: each target from the other modalities", "", table1_markdown(rec.records), "",

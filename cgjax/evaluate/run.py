@@ -54,9 +54,10 @@ class EvalConfig:
     seed: int = 0
     methods: tuple = ("single", "multi", "coherent")  # our samplers
     # classical imputers beside them: point predictors (knn, iterative, mean: R2 tables only) and
-    # probabilistic baselines drawing R replicates (gaussian_sample, gaussian_type_sample, mixture_sample,
-    # mice_sample, knn_sample)
-    baselines: tuple = ("knn", "iterative", "gaussian_sample", "mixture_sample", "mice_sample", "knn_sample")
+    # probabilistic baselines drawing R replicates (gaussian_sample, gaussian_type_sample, joint_gaussian_sample,
+    # mixture_sample, mice_sample, knn_sample)
+    baselines: tuple = ("knn", "iterative", "gaussian_sample", "joint_gaussian_sample", "mixture_sample", "mice_sample",
+                        "knn_sample")
     baseline_rows: str = "complete_case"  # train rows the imputers are fitted on ("complete_case" | "all")
     baseline_sets: str = "all"  # given sets the imputers run on ("all" | "full")
     given_sets: str = "all"  # reconstruction condition sets ("all": every non-empty subset | "full")
