@@ -3,6 +3,7 @@ against a row-by-row float64 re-derivation and closed forms, the held-out likeli
 the shrinkage choice, and the anchor's patterns fitted from it."""
 
 import numpy as np
+import pytest
 from scipy.stats import multivariate_normal
 
 from cgjax.diffusion import anchor, joint
@@ -204,10 +205,18 @@ def test_each_pattern_takes_the_fit_that_predicts_its_heldout_rows_better(monkey
     both = present.all(axis=1)
     ridge = anchor.ridge_gaussian(flat[both], y[both])
     law = joint.fit(y, flat, np.repeat(present, C, axis=1))
+    everything = np.ones(K * C, bool)
+    squared = predicted = 0.0  # the joint conditional's spread, matched to its held-out errors
+    for k, fold_fit in enumerate(law.fold_fits):
+        held = both & (law.folds == k)
+        A, b, cov = joint.conditional(*fold_fit, F, everything)
+        squared += ((y[held] - b - flat[held] @ A) ** 2).sum()
+        predicted += held.sum() * np.trace(cov)
     gap = 0.0
     for k, fold_fit in enumerate(law.fold_fits):
         held, train = both & (law.folds == k), both & (law.folds != k)
-        gap += joint.loglik_rows(joint.conditional(*fold_fit, F, np.ones(K * C, bool)), y[held], flat[held]).sum()
+        A, b, cov = joint.conditional(*fold_fit, F, everything)
+        gap += joint.loglik_rows((A, b, min(squared / predicted, 1.0) * cov), y[held], flat[held]).sum()
         gap -= joint.loglik_rows(anchor.ridge_gaussian(flat[train], y[train]), y[held], flat[held]).sum()
     chosen = anchor.fit(*args)
     from_joint = joint.conditional(law.mu, law.cov, F, np.ones(K * C, bool))[0]
@@ -216,3 +225,31 @@ def test_each_pattern_takes_the_fit_that_predicts_its_heldout_rows_better(monkey
     for joint_wins, want in ((True, from_joint), (False, ridge[0])):
         monkeypatch.setattr(anchor, "_joint_predicts_better", lambda *a, w=joint_wins: w)
         np.testing.assert_allclose(anchor.fit(*args)["coef"][3], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, C, F, noise, over", [(400, 20, 10, 0.3, True), (300, 15, 8, 0.3, False)])
+def test_the_joint_conditional_is_narrowed_to_its_heldout_errors(monkeypatch, n, C, F, noise, over):
+    """A high-signal target (noise sd 0.3 against signal sd 1), two slots of C conditions on n rows.
+    Where the joint fit's shrinkage moves explained variance into its conditional's covariance
+    (first case: its spread 1.65 times its mean squared error on fresh rows) the anchor narrows it
+    towards its held-out errors; where the conditional is not too wide (second case) it is left as is
+    (the factor is at most 1: fold fits on 2/3 of the rows err more than the fit on all of them)."""
+    rng = np.random.default_rng(10)
+    K = 2
+    args, coef = _slots(rng, n, K, C, F, noise, 0.7 if over else 0.8)
+    monkeypatch.setattr(anchor, "_joint_predicts_better", lambda *a: True)  # the joint conditional, always
+    scaled = anchor.fit(*args)
+    monkeypatch.setattr(anchor, "_heldout_scale", lambda *a: 1.0)
+    raw = anchor.fit(*args)
+    x = rng.normal(size=(20_000, K * C))
+    y = x @ coef + noise * rng.normal(size=(20_000, F))
+
+    def spread_over_error(f):
+        mean = f["bias"][3] + x @ f["coef"][3]
+        return f["eig"][3].sum() / ((y - mean) ** 2).sum(axis=1).mean()
+
+    if over:
+        assert spread_over_error(raw) > 1.4 and spread_over_error(scaled) < 1.2
+    else:
+        assert abs(spread_over_error(raw) - 1) < 0.1
+        np.testing.assert_allclose(scaled["eig"][3], raw["eig"][3], rtol=1e-6)

@@ -68,6 +68,7 @@ MAX_SLOTS = 6  # 2^K patterns are evaluated at every step: K <= 6 (64 patterns)
 # (cgjax.diffusion.joint) when the target and the conditions are at most this many columns; wider,
 # one ridge regression per pattern on its complete rows (an EM iteration costs O(d^3) per pattern)
 JOINT_MAX_DIMS = 256
+SCALE_ROWS = 10  # a pattern's joint conditional is rescaled to its held-out errors from this many rows
 # ridge penalties tried per target feature (by leave-one-out error) in the anchor's regressions
 ALPHAS = np.logspace(-3, 4, 15)
 # the leave-one-out errors take n F len(ALPHAS) float64s: a pattern with more rows than this budget
@@ -191,17 +192,42 @@ def _joint_laws(x0, conds, present, valid, true_cond_dims) -> dict[int, "Mixture
         given = np.array([bool(p >> k & 1) for k in slot_of], bool)
         cols = col_of[given]
         rows = valid & present[:, [k for k in usable if p >> k & 1]].all(axis=1)
-        conditional = joint.conditional(law.mu, law.cov, F, given)
-        if p and rows.sum() >= need and not _joint_predicts_better(law, given, cols, rows, fold, x0, flat):
+        A, b, cov = joint.conditional(law.mu, law.cov, F, given)
+        scale = _heldout_scale(law, given, cols, rows, fold, x0, flat) if p else 1.0
+        conditional = (A, b, scale * cov)
+        if p and rows.sum() >= need and not _joint_predicts_better(law, given, cols, rows, fold, x0, flat, scale):
             idx = _capped(np.flatnonzero(rows), need, F, p)
             conditional = ridge_gaussian(flat[idx][:, cols], x0[idx])
         fitted[p] = _widen(_one(*conditional), cols, K * C)
     return fitted
 
 
-def _joint_predicts_better(law, given, cols, rows, fold, x0, flat) -> bool:
-    """Whether the joint fit's conditional predicts a pattern's ``rows`` better than a ridge
-    regression on them: summed log-likelihood of each fold's rows under the fits without them."""
+def _heldout_scale(law, given, cols, rows, fold, x0, flat) -> float:
+    """The factor (at most 1) that matches the joint conditional's spread to its errors on a
+    pattern's ``rows`` held out: their summed squared residuals under the fold fits without them
+    over the summed variances those fits predict (1 with fewer than :data:`SCALE_ROWS` rows). The
+    shrinkage that regularises the joint fit also moves explained variance into the residual (a
+    regression shrunk towards 0), so on a high-signal cohort its conditional is wider than its
+    errors. Only that is corrected: a fold fit, on 2/3 of the rows, errs more than the fit on all of
+    them, so a factor above 1 would widen a conditional that is not too narrow."""
+    F = x0.shape[1]
+    if rows.sum() < SCALE_ROWS:
+        return 1.0
+    squared = predicted = 0.0
+    for k, fold_fit in enumerate(law.fold_fits):
+        held = rows & (fold == k)
+        if fold_fit is None or not held.any():
+            continue
+        A, b, cov = joint.conditional(*fold_fit, F, given)
+        squared += ((x0[held] - b - flat[held][:, cols] @ A) ** 2).sum()
+        predicted += held.sum() * np.trace(cov)
+    return min(squared / predicted, 1.0) if predicted > 0 else 1.0
+
+
+def _joint_predicts_better(law, given, cols, rows, fold, x0, flat, scale: float = 1.0) -> bool:
+    """Whether the joint fit's conditional (its covariance times ``scale``) predicts a pattern's
+    ``rows`` better than a ridge regression on them: summed log-likelihood of each fold's rows under
+    the fits without them."""
     F = x0.shape[1]
     joint_ll = ridge_ll = 0.0
     for k, fold_fit in enumerate(law.fold_fits):
@@ -209,7 +235,8 @@ def _joint_predicts_better(law, given, cols, rows, fold, x0, flat) -> bool:
         if fold_fit is None or train.sum() < 2 or not held.any():
             return True
         x, y = flat[held][:, cols], x0[held]
-        joint_ll += joint.loglik_rows(joint.conditional(*fold_fit, F, given), y, x).sum()
+        A, b, cov = joint.conditional(*fold_fit, F, given)
+        joint_ll += joint.loglik_rows((A, b, scale * cov), y, x).sum()
         ridge_ll += joint.loglik_rows(ridge_gaussian(flat[train][:, cols], x0[train]), y, x).sum()
     return joint_ll >= ridge_ll
 
