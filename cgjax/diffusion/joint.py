@@ -80,7 +80,8 @@ def em(m: Moments, shrink: float, q: int = 0, init: tuple | None = None) -> tupl
         mu, S = init
     flat = lambda mu, S: np.concatenate([mu, S.ravel()])
     unflat = lambda t: (t[:d], t[d:].reshape(d, d))
-    step = lambda t: flat(*_em_step(m, *unflat(t), factor))
+    prepared = _prepare(m)
+    step = lambda t: flat(*_em_step(m, *unflat(t), factor, prepared))
     t0 = flat(mu, S)
     for _ in range(ITERS // 3):
         t1 = step(t0)
@@ -102,32 +103,35 @@ def em(m: Moments, shrink: float, q: int = 0, init: tuple | None = None) -> tupl
     return unflat(t0)
 
 
-def _em_step(m: Moments, mu, S, factor):
+def _em_step(m: Moments, mu, S, factor, prepared=None):
     """One EM step of :func:`em`: the expected sufficient statistics under (mu, S), then the
-    shrunk maximum-likelihood estimate from them."""
+    shrunk maximum-likelihood estimate from them. ``prepared``: :func:`_prepare` of ``m``."""
+    base1, base2, blocks = _prepare(m) if prepared is None else prepared
     d = len(mu)
-    t1, t2 = np.zeros(d), np.zeros((d, d))
-    for o, c, s1, s2 in zip(m.observed, m.count, m.sums, m.cross):
-        if c == 0:
-            continue
-        u = ~o
-        a1, a2 = s1[o], s2[np.ix_(o, o)]
-        t1[o] += a1
-        t2[np.ix_(o, o)] += a2
-        if not u.any():
-            continue
-        B = np.linalg.solve(S[np.ix_(o, o)] + JITTER * np.eye(o.sum()), S[np.ix_(o, u)])  # [o, u]
+    t1, W = base1.copy(), np.zeros((d, d))  # the observed entries' sums, then each missing block's
+    for o, u, c, a1, a2 in blocks:
+        B = np.linalg.solve(S[np.ix_(o, o)] + JITTER * np.eye(len(o)), S[np.ix_(o, u)])  # [o, u]
         a = mu[u] - mu[o] @ B  # the missing block's expectation is a + z_o B
         a1B = a1 @ B
         t1[u] += c * a + a1B
-        om = np.outer(a1, a) + a2 @ B
-        t2[np.ix_(o, u)] += om
-        t2[np.ix_(u, o)] += om.T
-        t2[np.ix_(u, u)] += (c * np.outer(a, a) + np.outer(a, a1B) + np.outer(a1B, a) + B.T @ a2 @ B
-                             + c * (S[np.ix_(u, u)] - S[np.ix_(u, o)] @ B))
+        W[np.ix_(o, u)] += np.outer(a1, a) + a2 @ B  # (and its transpose, added below)
+        W[np.ix_(u, u)] += 0.5 * (c * np.outer(a, a) + np.outer(a, a1B) + np.outer(a1B, a) + B.T @ a2 @ B
+                                  + c * (S[np.ix_(u, u)] - S[np.ix_(u, o)] @ B))
     n = m.count.sum()
     mu = t1 / n
-    return mu, factor * (t2 / n - np.outer(mu, mu))
+    return mu, factor * ((base2 + W + W.T) / n - np.outer(mu, mu))
+
+
+def _prepare(m: Moments):
+    """What every EM step of ``m`` reuses: the sums and cross-products of the observed entries over
+    all rows, and for each group that misses some columns (observed indices, missing indices,
+    count, its sums and cross-products on the observed ones)."""
+    blocks = []
+    for obs, c, s1, s2 in zip(m.observed, m.count, m.sums, m.cross):
+        o, u = np.flatnonzero(obs), np.flatnonzero(~obs)
+        if c > 0 and len(u):
+            blocks.append((o, u, c, s1[o], s2[np.ix_(o, o)]))
+    return m.sums.sum(axis=0), m.cross.sum(axis=0), blocks
 
 
 def conditional(mu: np.ndarray, S: np.ndarray, q: int, given: np.ndarray):
