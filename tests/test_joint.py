@@ -253,3 +253,18 @@ def test_the_joint_conditional_is_narrowed_to_its_heldout_errors(monkeypatch, n,
     else:
         assert abs(spread_over_error(raw) - 1) < 0.1
         np.testing.assert_allclose(scaled["eig"][3], raw["eig"][3], rtol=1e-6)
+
+
+def test_non_finite_observed_values_are_refused():
+    rng = np.random.default_rng(11)
+    y, x = rng.normal(size=(50, 2)), rng.normal(size=(50, 3))
+    observed = np.ones_like(x, bool)
+    observed[7] = False
+    x[7, 1] = np.nan  # unobserved: ignored
+    joint.fit(y, x, observed)
+    x[9, 2] = np.inf
+    with pytest.raises(ValueError, match=r"condition columns have 1 non-finite observed value\(s\), e.g. row 9, column 2"):
+        joint.fit(y, x, observed)
+    y[3, 0] = np.nan
+    with pytest.raises(ValueError, match="target columns have 1 non-finite"):
+        joint.fit(y, x, observed)

@@ -82,6 +82,10 @@ def test_joint_gaussian_recovers_the_closed_form_conditional_from_incomplete_row
     assert not np.allclose(cc, draws)
     again = P.joint_gaussian_sample(train, test, ["a", "b"], "t", replicates=R, seed=0)
     np.testing.assert_array_equal(again, draws)
+    present = np.flatnonzero(~np.isnan(train["b"]).any(axis=1))
+    train["b"][present[0], 1] = np.nan  # half a modality: refused, not a silent NaN
+    with pytest.raises(ValueError, match=r"train\['b'\] has 1 row\(s\) with some but not all values NaN"):
+        P.joint_gaussian_sample(train, test, ["a", "b"], "t", replicates=2, seed=0)
 
 
 def test_gaussian_per_type_fits_each_type_and_pooled_does_not():

@@ -193,49 +193,53 @@ def _joint_laws(x0, conds, present, valid, true_cond_dims) -> dict[int, "Mixture
         cols = col_of[given]
         rows = valid & present[:, [k for k in usable if p >> k & 1]].all(axis=1)
         A, b, cov = joint.conditional(law.mu, law.cov, F, given)
-        scale = _heldout_scale(law, given, cols, rows, fold, x0, flat) if p else 1.0
+        if not p:  # the target's own law
+            fitted[p] = _widen(_one(A, b, cov), cols, K * C)
+            continue
+        # the pattern's law under each fold's fit without that fold's rows (None: too few rows)
+        fold_laws = [None if f is None else joint.conditional(*f, F, given) for f in law.fold_fits]
+        scale = _heldout_scale(fold_laws, cols, rows, fold, x0, flat)
         conditional = (A, b, scale * cov)
-        if p and rows.sum() >= need and not _joint_predicts_better(law, given, cols, rows, fold, x0, flat, scale):
+        if rows.sum() >= need and not _joint_predicts_better(fold_laws, cols, rows, fold, x0, flat, scale):
             idx = _capped(np.flatnonzero(rows), need, F, p)
             conditional = ridge_gaussian(flat[idx][:, cols], x0[idx])
         fitted[p] = _widen(_one(*conditional), cols, K * C)
     return fitted
 
 
-def _heldout_scale(law, given, cols, rows, fold, x0, flat) -> float:
+def _heldout_scale(fold_laws, cols, rows, fold, x0, flat) -> float:
     """The factor (at most 1) that matches the joint conditional's spread to its errors on a
     pattern's ``rows`` held out: their summed squared residuals under the fold fits without them
-    over the summed variances those fits predict (1 with fewer than :data:`SCALE_ROWS` rows). The
-    shrinkage that regularises the joint fit also moves explained variance into the residual (a
-    regression shrunk towards 0), so on a high-signal cohort its conditional is wider than its
-    errors. Only that is corrected: a fold fit, on 2/3 of the rows, errs more than the fit on all of
-    them, so a factor above 1 would widen a conditional that is not too narrow."""
-    F = x0.shape[1]
+    (``fold_laws``: the pattern's (A, b, cov) under each) over the summed variances those fits
+    predict (1 with fewer than :data:`SCALE_ROWS` rows). The shrinkage that regularises the joint
+    fit also moves explained variance into the residual (a regression shrunk towards 0), so on a
+    high-signal cohort its conditional is wider than its errors. Only that is corrected: a fold fit,
+    on 2/3 of the rows, errs more than the fit on all of them, so a factor above 1 would widen a
+    conditional that is not too narrow."""
     if rows.sum() < SCALE_ROWS:
         return 1.0
     squared = predicted = 0.0
-    for k, fold_fit in enumerate(law.fold_fits):
+    for k, fold_law in enumerate(fold_laws):
         held = rows & (fold == k)
-        if fold_fit is None or not held.any():
+        if fold_law is None or not held.any():
             continue
-        A, b, cov = joint.conditional(*fold_fit, F, given)
+        A, b, cov = fold_law
         squared += ((x0[held] - b - flat[held][:, cols] @ A) ** 2).sum()
         predicted += held.sum() * np.trace(cov)
     return min(squared / predicted, 1.0) if predicted > 0 else 1.0
 
 
-def _joint_predicts_better(law, given, cols, rows, fold, x0, flat, scale: float = 1.0) -> bool:
+def _joint_predicts_better(fold_laws, cols, rows, fold, x0, flat, scale: float = 1.0) -> bool:
     """Whether the joint fit's conditional (its covariance times ``scale``) predicts a pattern's
     ``rows`` better than a ridge regression on them: summed log-likelihood of each fold's rows under
-    the fits without them."""
-    F = x0.shape[1]
+    the fits without them (``fold_laws``: the pattern's (A, b, cov) under each joint fold fit)."""
     joint_ll = ridge_ll = 0.0
-    for k, fold_fit in enumerate(law.fold_fits):
+    for k, fold_law in enumerate(fold_laws):
         held, train = rows & (fold == k), rows & (fold >= 0) & (fold != k)
-        if fold_fit is None or train.sum() < 2 or not held.any():
+        if fold_law is None or train.sum() < 2 or not held.any():
             return True
         x, y = flat[held][:, cols], x0[held]
-        A, b, cov = joint.conditional(*fold_fit, F, given)
+        A, b, cov = fold_law
         joint_ll += joint.loglik_rows((A, b, scale * cov), y, x).sum()
         ridge_ll += joint.loglik_rows(ridge_gaussian(flat[train][:, cols], x0[train]), y, x).sum()
     return joint_ll >= ridge_ll

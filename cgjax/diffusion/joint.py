@@ -178,9 +178,16 @@ class JointFit(NamedTuple):
 def fit(y: np.ndarray, x: np.ndarray, observed: np.ndarray, seed: int = 0) -> JointFit:
     """The joint Gaussian of [y, x] on rows y f[n, q] (every row observes y) and x f[n, c] (observed
     bool[n, c] marks each row's present entries), its shrinkage chosen by :data:`FOLDS`-fold held-out
-    log-likelihood of y given each row's present x (module docstring). Deterministic for a ``seed``."""
+    log-likelihood of y given each row's present x (module docstring). Deterministic for a ``seed``.
+    A non-finite y, or x where observed, is a ValueError (it would make every estimate NaN)."""
     y, x = np.asarray(y, np.float64), np.asarray(x, np.float64)
     n, q = y.shape
+    for name, values, where in (("target", y, np.ones_like(y, bool)), ("condition", x, np.asarray(observed, bool))):
+        bad = where & ~np.isfinite(values)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(f"the joint Gaussian's {name} columns have {int(bad.sum())} non-finite observed "
+                             f"value(s), e.g. row {row}, column {col}: mark them as unobserved or drop them")
     z = np.concatenate([y, np.where(observed, x, 0.0)], axis=1)
     obs = np.concatenate([np.ones((n, q), bool), np.asarray(observed, bool)], axis=1)
     # standardised columns: the shrinkage is scale-free, the solves better conditioned

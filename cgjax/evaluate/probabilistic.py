@@ -230,9 +230,14 @@ def joint_gaussian_sample(
     if keep.sum() < 2:
         raise ValueError(f"the joint Gaussian of {target!r} needs at least 2 training rows with it, got {keep.sum()}")
     x = [np.asarray(train[m], np.float64)[keep] for m in given]
+    for name, block in zip([target, *given], [y[keep], *x]):
+        partial = _present(block) & np.isnan(block).any(axis=1)
+        if partial.any():
+            raise ValueError(f"train[{name!r}] has {int(partial.sum())} row(s) with some but not all values NaN: "
+                             "a modality is missing whole or present whole")
     observed = np.concatenate([np.repeat(_present(b)[:, None], b.shape[1], axis=1) for b in x], axis=1) if x \
         else np.zeros((keep.sum(), 0), bool)
-    law = joint.fit(y[keep], np.nan_to_num(np.concatenate(x, axis=1)) if x else np.zeros((keep.sum(), 0)), observed)
+    law = joint.fit(y[keep], np.concatenate(x, axis=1) if x else np.zeros((keep.sum(), 0)), observed)
     widths = [np.shape(train[m])[1] for m in given]
     d = y.shape[1]
     rng = np.random.default_rng(seed)
