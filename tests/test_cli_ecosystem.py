@@ -52,9 +52,9 @@ def test_complete_writes_every_sample_flagged_in_the_cohorts_format(cohort_dir, 
             np.testing.assert_allclose(part.loc[rows.index, feats].to_numpy(np.float32),
                                        rows[feats].to_numpy(np.float32), rtol=1e-6, atol=1e-6)
         n_imp = int((~cohort.masks[m]).sum())
-        assert f"{m}: {cohort.n_samples} samples ({n_imp} imputed) x 2 replicate(s), coherent with the ddim sampler" \
+        assert f"{m}: {cohort.n_samples} samples ({n_imp} imputed) x 2 replicate(s), coherent, ddim (eta 0, 5 steps)" \
             in printed
-    assert "samples x 2 replicate(s), coherent with the ddim sampler ->" in printed  # the plain impute line
+    assert "samples x 2 replicate(s), coherent, ddim (eta 0, 5 steps) ->" in printed  # the plain impute line
 
 
 def test_format_h5mu_round_trip(cohort_dir, tmp_path):
@@ -98,6 +98,8 @@ def test_info_describes_the_shared_checkpoint(capsys):
     assert "hidden=256" in out and "timesteps=100" in out and "written by cgjax 0.1.0" in out
     assert f"{meta['val_metrics']['rnaseq_from_rppa']['mse']:.4g}" in out
     assert "models: 16 in" in out
+    # an eps checkpoint (written before the parametrisation option): the paper's sampler
+    assert "parametrisation" not in meta["arch"] and "default sampler (--sampler auto): ddpm\n" in out
     assert main(["info", CKPT, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["val_metrics"] == meta["val_metrics"]
     assert main(["info", "no/such/ckpt"]) == 2

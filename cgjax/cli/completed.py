@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cgjax.complete import impute_complete, write_h5mu, write_tables
 from cgjax.data.io import scan_tables
+from cgjax.sampling.options import describe_options
 
 
 def cohort_suffixes(cohort_path, modalities) -> dict[str, str]:
@@ -20,9 +21,10 @@ def write_completed(args, ms, cohort, options, *, progress: bool = True) -> dict
     """Impute ``cohort`` and write it completed to ``args.out``: ``completed.h5mu`` for ``--format
     h5mu`` or a ``.h5mu`` cohort, else ``<modality>.<the cohort's suffix>`` tables with an
     ``imputed`` column. Returns modality -> file written."""
+    solver = options.solver  # resolved by the caller (no "auto")
     provenance = {"checkpoint": str(Path(args.checkpoint).absolute()), "method": args.method,
-                  "sampler": args.sampler, "steps": -1 if args.steps is None else args.steps,
-                  "eta": -1.0 if args.eta is None else args.eta, "seed": args.seed, "replicates": args.replicates,
+                  "sampler": solver.kind, "steps": -1 if solver.steps is None else solver.steps,
+                  "eta": solver.eta if solver.kind == "ddim" else -1.0, "seed": args.seed, "replicates": args.replicates,
                   "cgjax_version": __import__("cgjax").__version__}
     c = impute_complete(ms, cohort, options, provenance=provenance, progress=progress)
     out = Path(args.out)
@@ -37,5 +39,5 @@ def write_completed(args, ms, cohort, options, *, progress: bool = True) -> dict
             paths.update(write_tables(sub, out, suffixes[m], ms.feature_names))
     for m, f in paths.items():
         print(f"{m}: {cohort.n_samples} samples ({int(c.imputed[m].sum())} imputed) x {args.replicates} "
-              f"replicate(s), {args.method} with the {args.sampler} sampler -> {f}")
+              f"replicate(s), {describe_options(options)} -> {f}")
     return paths

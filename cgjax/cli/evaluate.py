@@ -71,12 +71,14 @@ def add_parser(sub) -> None:
                    help="where the paper and the authors' code disagree, follow the paper (default) or the code")
     p.add_argument("--oracle", choices=("auto", "synthetic", "none"), default="auto",
                    help="oracle rows from the synthetic law: auto-detect the synthetic cohort (default), force, or off")
-    p.add_argument("--steps", help=f"comma-separated subset of the steps (default all)")
+    p.add_argument("--steps", help="comma-separated subset of the steps (default all)")
     p.add_argument("--trees", type=int, help="trees per random forest classifier (paper 500, reference 100)")
     p.add_argument("--counterfactual-score", choices=("prob_variance", "disagreement"),
                    help="variance score (paper: prob_variance; reference code: disagreement)")
     p.add_argument("--embedding", choices=("umap", "pca"), help="2-D embedding of the manifold figure (default umap)")
-    p.add_argument("--solver", choices=("ddpm", "ddim", "dpm"), help="reverse process (default ddpm, the paper)")
+    p.add_argument("--solver", choices=("auto", "ddpm", "ddim", "dpm"),
+                   help="reverse process (default auto, as cgjax impute: dpm on 50 steps for models that "
+                        "predict v, the quick preset; ddpm, the paper's, for the others)")
     p.add_argument("--solver-steps", type=int, help="timesteps of an accelerated solver")
     p.add_argument("--seed", type=int, help="sampling and classifier seed (default: the preset's)")
     p.add_argument("--no-calibration-check", action="store_true",

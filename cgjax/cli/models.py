@@ -42,9 +42,11 @@ def load_config(path: str | None) -> dict:
 
 
 def add_solver_args(p) -> None:
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm"), default="ddpm",
-                   help="ddpm: the paper's ancestral sampler over every timestep (sigma^2 = beta); ddim "
-                        "(with --eta) and dpm (DPM-Solver++) on --steps timesteps")
+    p.add_argument("--sampler", choices=("auto", "ddpm", "ddim", "dpm"), default="auto",
+                   help="auto (default): dpm on 50 steps for models that predict v (the quick preset), "
+                        "ddpm for the others (the paper's eps); ddpm: the paper's ancestral sampler over "
+                        "every timestep (sigma^2 = beta); ddim (with --eta) and dpm (DPM-Solver++) on --steps "
+                        "timesteps")
     p.add_argument("--steps", type=int, help="timesteps the ddim/dpm solver takes (default: all)")
     p.add_argument("--eta", type=float, default=None,
                    help="DDIM noise: 0 deterministic, 1 = ancestral with the posterior variance (default 0)")
@@ -55,8 +57,8 @@ def solver_from_args(args):
     from cgjax.errors import ConfigError
     from cgjax.sampling.solvers import SolverConfig
 
-    if args.sampler == "ddpm" and (args.steps is not None or args.eta is not None):
-        raise ConfigError("--steps and --eta apply to --sampler ddim or dpm")
+    if args.sampler in ("ddpm", "auto") and (args.steps is not None or args.eta is not None):
+        raise ConfigError(f"--steps and --eta apply to --sampler ddim or dpm, not {args.sampler}")
     return SolverConfig(args.sampler, args.steps, 0.0 if args.eta is None else args.eta)
 
 
@@ -129,8 +131,8 @@ def calibration_options(args):
 
 
 def run_calibration_check(ms, cohort, out, options, *, rows: int) -> dict | None:
-    """:func:`cgjax.calibration_check.check_cohort` on the validation split (against the
-    deterministic DDIM, :func:`default_compare`): print one line per modality and the warnings, and
+    """:func:`cgjax.calibration_check.check_cohort` on the validation split (against a second
+    sampler, :func:`cgjax.calibration_check.default_compare`): print one line per modality and the warnings, and
     store the result in the checkpoint at ``out``. A cohort the check cannot run on (fewer than 2
     complete validation rows) gets a note instead (None)."""
     from cgjax import calibration_check, checkpoint
@@ -155,6 +157,8 @@ def cmd_impute(args) -> int:
     from cgjax import checkpoint, pipeline
     from cgjax._atomic import atomic_file
     from cgjax.data import read_cohort
+    from cgjax.ensemble import resolved_options
+    from cgjax.sampling.options import describe_options
 
     from cgjax import distributed
 
@@ -171,6 +175,7 @@ def cmd_impute(args) -> int:
 
         embedding = load_embedding(find_embedding(args.cohort, args.embedding))
     ms = checkpoint.load(args.checkpoint)
+    options = resolved_options(ms, options)  # --sampler auto -> the solver these networks get
     cohort = read_cohort(args.cohort)
     out = Path(args.out)
     if distributed.is_primary():  # never write into a directory of something else (e.g. the cohort)
@@ -189,7 +194,7 @@ def cmd_impute(args) -> int:
                              mesh="auto", out_dir=None if embedding is not None else out)
     if embedding is not None:
         tables = decode_imputations(tables, embedding)
-    how = f"{args.method} with the {args.sampler} sampler"
+    how = describe_options(options)
     for m, df in tables.items():
         rows = int((~cohort.masks[m]).sum()) if m in cohort.masks else cohort.n_samples
         if isinstance(df, Path):

@@ -37,7 +37,8 @@ from cgjax.evaluate.feature_space import feature_space_study
 from cgjax.evaluate.reconstruction import (BaselineSampler, ModelSampler, OracleSampler, reconstruction_anova,
                                            reconstruction_study)
 from cgjax.sampling.coherent import RejectionConfig
-from cgjax.sampling.options import SampleOptions
+from cgjax.ensemble import resolved_options
+from cgjax.sampling.options import SampleOptions, describe_solver
 from cgjax.sampling.solvers import SolverConfig
 from cgjax.scoring.stats import anova_rm_by
 
@@ -76,7 +77,7 @@ class EvalConfig:
     embedding: str = "umap"  # "umap" (paper figures) | "pca" (fast)
     weighting: str = "inverse_mse"  # coherent ensemble weights (paper); reference "softmax_inverse_mse"
     reject_fraction: float = 0.05  # coherent rejection (paper 0.05, reference 0.10)
-    solver: str = "ddpm"  # "ddpm" (paper) | "ddim" | "dpm"
+    solver: str = "auto"  # "auto" (dpm on 50 steps for v networks, else ddpm) | "ddpm" (paper) | "ddim" | "dpm"
     solver_steps: int | None = None
     steps: tuple = STEPS
     n_jobs: int = -1
@@ -194,10 +195,10 @@ def detect_synthetic(cohort):
 
 
 def model_samplers(ms, cfg: EvalConfig) -> dict:
-    return {m: ModelSampler(ms, SampleOptions(method=m, weighting=cfg.weighting,
-                                              rejection=RejectionConfig(max_fraction=cfg.reject_fraction),
-                                              solver=SolverConfig(kind=cfg.solver, steps=cfg.solver_steps)))
-            for m in cfg.methods}
+    """method -> :class:`ModelSampler` of the evaluation (``--solver auto`` resolved for ``ms``)."""
+    return {m: ModelSampler(ms, resolved_options(ms, SampleOptions(
+        method=m, weighting=cfg.weighting, rejection=RejectionConfig(max_fraction=cfg.reject_fraction),
+        solver=SolverConfig(kind=cfg.solver, steps=cfg.solver_steps)))) for m in cfg.methods}
 
 
 def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "auto", progress: bool = True,
@@ -229,11 +230,13 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
                           "`oracle_mean` and `oracle_sample` rows.")
     fspace = _feature_space_inputs(cohort, data)
     n_models = sum(len(g.specs) for g in ms.groups.values())
+    samplers = model_samplers(ms, cfg)
+    solver = next(iter(samplers.values())).options.solver  # resolved: the same for every method
     header = [f"Models: {n_models} (hidden {ms.arch.hidden}, {ms.arch.n_layers} layers, T = {ms.schedule_cfg.timesteps}, "
-              f"{ms.train_cfg.epochs} epochs)."]
+              f"{ms.train_cfg.epochs} epochs); sampler {describe_solver(solver)}."]
     identity = json.dumps([ms.val_metrics, ms.scalers], sort_keys=True, default=str)  # which trained models
     check = run_calibration_check(ms, cohort, cfg) if calibration else None  # before the long steps
-    metrics = run_evaluation(data, model_samplers(ms, cfg), out, cfg, law=law, progress=progress,
+    metrics = run_evaluation(data, samplers, out, cfg, law=law, progress=progress,
                              header=header, source=str(cohort.source), identity=identity,
                              feature_space=fspace)
     if check is not None:  # the directory is ours now (run_evaluation claimed it)
@@ -254,7 +257,7 @@ CALIBRATION_FIGURE = "figures/calibration_pit.png"
 def run_calibration_check(ms, cohort, cfg: EvalConfig) -> dict:
     """:func:`cgjax.calibration_check.check_cohort` on the validation split, for the evaluation's
     sampler (method ``coherent`` if evaluated, else its first; its solver, weighting and rejection;
-    ``DEFAULT_REPLICATES`` replicates) against the deterministic DDIM
+    ``DEFAULT_REPLICATES`` replicates) against a second sampler
     (:func:`cgjax.calibration_check.default_compare`)."""
     samplers = model_samplers(ms, cfg)
     sampler = samplers.get("coherent") or next(iter(samplers.values()))

@@ -33,7 +33,9 @@ class SampleOptions:
     weighting: the coherent ensemble's weights, a name of :data:`cgjax.sampling.weights.WEIGHTINGS`
       or one non-negative number per member (:func:`cgjax.sampling.weights.ensemble_weights`).
     rejection: the coherence rejection (used by ``coherent`` only).
-    solver: the reverse process and its steps / eta.
+    solver: the reverse process and its steps / eta; the default, ``auto``, is resolved against the
+      model set when sampling (:func:`cgjax.sampling.solvers.resolve`: DPM-Solver++ on 50 steps for
+      v-prediction networks, the ancestral sampler for the others).
     replicates: samples per row (>= 1). seed: the base random seed.
     unconditional: sample without conditions (see :func:`cgjax.ensemble.sample_target`).
     max_batch: (row, replicate) pairs per compiled call (None: from the device's memory); the
@@ -86,3 +88,17 @@ class SampleOptions:
         if self.composition == "product" and self.method != "coherent":
             raise ConfigError(f"--composition product combines the single models of --method coherent, "
                               f"not --method {self.method}")
+
+
+def describe_solver(s: SolverConfig) -> str:
+    """A short name of a solver, e.g. ``ddim (eta 0, 50 steps)``."""
+    extra = [f"eta {s.eta:g}"] if s.kind == "ddim" else []
+    if s.steps is not None:
+        extra.append(f"{s.steps} steps")
+    return s.kind + (f" ({', '.join(extra)})" if extra else "")
+
+
+def describe_options(o: SampleOptions) -> str:
+    """A short name of a sampler, e.g. ``coherent, ddim (eta 0, 50 steps)`` (resolve ``auto`` first,
+    :func:`cgjax.ensemble.sample.resolved_options`, to name the solver it means)."""
+    return f"{o.method}, {describe_solver(o.solver)}"
