@@ -51,8 +51,8 @@ from cgjax.sampling.solvers import SolverConfig
 from cgjax.scoring import calibration as _cal
 from cgjax.scoring.metrics import expected_range_coverage, range_coverage
 
-__all__ = ["assess", "sentence", "check_draws", "check_model_set", "validation_rows", "check_cohort", "default_compare",
-           "describe_options", "DEFAULT_REPLICATES", "DEFAULT_ROWS", "VERDICTS"]
+__all__ = ["assess", "sentence", "check_draws", "check_model_set", "method_notes", "validation_rows", "check_cohort",
+           "default_compare", "describe_options", "DEFAULT_REPLICATES", "DEFAULT_ROWS", "VERDICTS"]
 
 DEFAULT_REPLICATES = 20  # R: ranks 0..20; a calibrated range covers 0.905
 DEFAULT_ROWS = 128  # validation rows per modality (cost: R x rows samples per target and sampler)
@@ -264,6 +264,20 @@ def check_model_set(ms: ModelSet, val: Mapping[str, np.ndarray], options: Sample
     return check_draws(rows, sampler(options), None if compare is None else sampler(compare),
                        names=(describe_options(options), None if compare is None else describe_options(compare)),
                        **kwargs)
+
+
+def method_notes(checked: dict, other: dict, other_method: str) -> list[str]:
+    """One sentence per modality where the sampler of ``checked`` is not calibrated and that of
+    ``other`` (another ``--method``, checked on the same rows, e.g. by :func:`check_model_set`) is,
+    pointing at ``--method other_method``."""
+    notes = []
+    for t, a in checked["modalities"].items():
+        b = other["modalities"].get(t)
+        if b is not None and a["verdict"] != "calibrated" and b["verdict"] == "calibrated":
+            notes.append(f"{t}: {other['sampler']} is calibrated where {checked['sampler']} is {a['verdict']} "
+                         f"(range coverage {b['range_coverage']:.3f} vs {a['range_coverage']:.3f}, "
+                         f"{a['expected_coverage']:.3f} expected): consider --method {other_method}")
+    return notes
 
 
 def validation_rows(ms: ModelSet, cohort: Cohort) -> dict[str, np.ndarray]:

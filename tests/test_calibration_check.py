@@ -92,6 +92,18 @@ def test_spread_disagreement_fires_at_the_factor():
     assert not any("disagree" in w for w in inside["warnings"])
 
 
+def test_method_notes_point_at_the_calibrated_method():
+    rows, draw = _oracle("tcga_default", seed=6)
+    wide = cc.check_draws(rows, draw(1.6, 1), names=("coherent, ddpm", None))
+    exact = cc.check_draws(rows, draw(1.0, 2), names=("multi, ddpm", None))
+    notes = cc.method_notes(wide, exact, "multi")
+    assert len(notes) == len(rows)  # every modality: over-dispersed against calibrated
+    assert notes[0].startswith(f"{next(iter(rows))}: multi, ddpm is calibrated where coherent, ddpm is over-dispersed")
+    assert notes[0].endswith("consider --method multi")
+    assert cc.method_notes(exact, wide, "coherent") == []  # the checked one is calibrated: nothing to say
+    assert cc.method_notes(wide, wide, "multi") == []  # neither is
+
+
 def test_clustered_se_accounts_for_correlated_features():
     """Features copied D times: the entries are one per row, so the se is that of N entries, not N D."""
     rng = np.random.default_rng(0)
@@ -181,6 +193,14 @@ def test_train_runs_the_check_prints_it_and_stores_it(trained_cli, capsys):
     # a warning line for every miscalibrated modality and spread disagreement
     bad = [m for m, a in res["modalities"].items() if a["verdict"] != "calibrated"]
     assert sum(line.startswith("WARNING: ") for line in out.splitlines()) == len(res["warnings"]) >= len(bad)
+    # coherent is checked: multi too, on the same rows and replicates, with a note where only it is calibrated
+    other = res["methods"]["multi"]
+    assert other["sampler"] == "multi, ddpm" and (other["rows"], other["replicates"]) == (res["rows"], 10)
+    assert set(other["modalities"]) == set(ms.modalities)
+    assert "the same check with --method multi (multi, ddpm):" in out
+    assert res["notes"] == cc.method_notes(res, other, "multi")
+    for note in res["notes"]:
+        assert f"note: {note}" in out and note.endswith("consider --method multi")
 
 
 def test_evaluate_reports_the_check_with_its_figure(trained_cli, capsys):

@@ -132,7 +132,9 @@ def calibration_options(args):
 
 def run_calibration_check(ms, cohort, out, options, *, rows: int) -> dict | None:
     """:func:`cgjax.calibration_check.check_cohort` on the validation split (against a second
-    sampler, :func:`cgjax.calibration_check.default_compare`): print one line per modality and the warnings, and
+    sampler, :func:`cgjax.calibration_check.default_compare`) and, for ``coherent``, the same check
+    of ``multi`` (stored under ``methods``; ``notes`` name the modalities where only multi is
+    calibrated): print one line per modality and the warnings, and
     store the result in the checkpoint at ``out``. A cohort the check cannot run on (fewer than 2
     complete validation rows) gets a note instead (None)."""
     from cgjax import calibration_check, checkpoint
@@ -149,6 +151,17 @@ def run_calibration_check(ms, cohort, out, options, *, rows: int) -> dict | None
         print(f"  {line}")
     for w in res["warnings"]:
         print(f"WARNING: {w}")
+    if options.method == "coherent" and any(s.kind == "multi" for g in ms.groups.values() for s in g.specs):
+        # the one alternative users have: the multi-condition model, same rows, replicates and solver
+        other = calibration_check.check_cohort(ms, cohort, dataclasses.replace(options, method="multi"),
+                                               max_rows=rows)
+        print(f"the same check with --method multi ({other['sampler']}):")
+        for line in other["lines"]:
+            print(f"  {line}")
+        res["methods"] = {"multi": other}
+        res["notes"] = calibration_check.method_notes(res, other, "multi")
+        for note in res["notes"]:
+            print(f"note: {note}")
     checkpoint.write_calibration(out, res)
     return res
 
