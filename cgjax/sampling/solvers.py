@@ -60,8 +60,7 @@ AUTO_DPM_STEPS = 50
 class SolverConfig:
     """Which reverse process to run: ``ddpm`` (ancestral, every timestep; the paper), an
     accelerated solver on ``steps`` timesteps of the schedule (``ddim`` with ``eta``, ``dpm``), or
-    ``auto``: the one measured best for the model set's networks, chosen when sampling
-    (:func:`resolve`)."""
+    ``auto``: the default, chosen for the model set's networks when sampling (:func:`resolve`)."""
 
     kind: str = "auto"
     steps: int | None = None  # None: every timestep of the schedule
@@ -87,12 +86,12 @@ def resolve(cfg: SolverConfig, parametrisation: str, timesteps: int) -> SolverCo
     paper's, and x0); any other kind is returned as it is.
 
     Why (experiments/RESULTS.md, docs/calibration.md "Which sampler by default"): with v-prediction
-    networks DPM-Solver++ at 50 steps had an energy score at or below the ancestral sampler's on
-    all but a few of ~60 paired comparisons on the zoo of laws (and never more than 2% above), at
-    half the network evaluations for T = 100; with an exact denoiser at T = 100 its variance is
-    0.96-1.01 of the posterior's against 0.99-1.06 for the ancestral sampler. With eps-prediction
-    networks the deterministic solvers were 2-4x worse where the samples over-dispersed, so those
-    keep the ancestral sampler. x0 was not measured and keeps it too.
+    networks on the zoo of laws DPM-Solver++ at 50 steps and the ancestral sampler were level (each
+    lower on some cohorts, the energy scores never more than 2% apart), and DPM-Solver++ takes half
+    the network evaluations at T = 100; with an exact denoiser at T = 100 its variance is 0.96-1.01
+    of the posterior's against 0.99-1.06 for the ancestral sampler. With eps-prediction networks
+    the deterministic solvers were 2-4x worse where the samples over-dispersed, so those keep the
+    ancestral sampler. x0 was not measured and keeps it too.
     """
     if cfg.kind != "auto":
         return cfg
