@@ -25,8 +25,8 @@ verdict whose thresholds come from their Monte-Carlo error, not from one law:
 
 :func:`check_model_set` runs this for every modality of a trained model set (each generated from all
 the others) on complete validation rows, for one :class:`SampleOptions` and optionally a second
-sampler (:func:`default_compare`: the deterministic DDIM eta = 0 against the ancestral sampler, or
-the ancestral sampler against DPM-Solver++, the default for v-prediction networks); when the two samplers'
+sampler (:func:`default_compare`: the deterministic DDIM eta = 0 against the ancestral default, or
+the ancestral sampler against any other); when the two samplers'
 spreads (root mean replicate variance) differ by more than ``spread_factor`` it warns: one of them is
 wrong, and the one with bad coverage is which. :func:`check_cohort` finds the validation rows of a
 cohort the way training split it. ``cgjax train`` runs it after training and stores the result in the
@@ -43,7 +43,7 @@ from scipy import stats
 
 from cgjax.data import Cohort
 from cgjax.data.split import apply_split_record
-from cgjax.ensemble import ModelSet, resolved_options, sample_target
+from cgjax.ensemble import ModelSet, sample_target
 from cgjax.errors import CgjaxError, ConfigError
 from cgjax.pipeline import scaled_inputs
 from cgjax.sampling.options import SampleOptions, describe_options
@@ -172,9 +172,9 @@ def sentence(modality: str, a: Mapping) -> str:
 def default_compare(ms: ModelSet, options: SampleOptions) -> SampleOptions:
     """The second sampler the check compares with by default. For the ancestral sampler: the
     deterministic (probability-flow ODE) DDIM, eta 0, on min(50, T) steps, the accelerated path
-    most likely to be miscalibrated. For any other (``auto`` resolved first, so the default
-    DPM-Solver++ of v-prediction networks too): the ancestral sampler, the stochastic reference."""
-    if resolved_options(ms, options).solver.kind == "ddpm":
+    most likely to be miscalibrated. For any other (e.g. ``--sampler dpm --steps 50``): the
+    ancestral sampler, the stochastic reference."""
+    if options.solver.kind == "ddpm":
         steps = min(50, ms.schedule_cfg.timesteps)
         return dataclasses.replace(options, solver=SolverConfig("ddim", steps, 0.0))
     return dataclasses.replace(options, solver=SolverConfig("ddpm"))
@@ -256,10 +256,8 @@ def check_model_set(ms: ModelSet, val: Mapping[str, np.ndarray], options: Sample
     rows = {m: np.asarray(val[m][:n], np.float32) for m in ms.modalities}
     if not all(np.isfinite(v).all() for v in rows.values()):
         raise CgjaxError("calibration check: validation rows must be complete (no NaN)")
-    options = resolved_options(ms, options)  # so that the names say which solver ran
     if compare is not None:
-        compare = resolved_options(ms, dataclasses.replace(compare, replicates=options.replicates,
-                                                            seed=options.seed))
+        compare = dataclasses.replace(compare, replicates=options.replicates, seed=options.seed)
     sampler = lambda o: (lambda t, given: sample_target(ms, t, given, o).x)
     return check_draws(rows, sampler(options), None if compare is None else sampler(compare),
                        names=(describe_options(options), None if compare is None else describe_options(compare)),

@@ -34,7 +34,6 @@ from cgjax.complete import Completion, impute_complete, to_mudata
 from cgjax.data import Cohort, from_arrays, read_mudata
 from cgjax.errors import CgjaxError, CohortError
 from cgjax.diffusion.configs import build_configs
-from cgjax.ensemble import resolved_options
 from cgjax.presets import PRESETS
 from cgjax.sampling.options import SampleOptions
 from cgjax.sampling.solvers import SolverConfig
@@ -49,9 +48,7 @@ class Imputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         modality is the prefix without its trailing ``_``), or None: every column is a modality of
         its own (sklearn's per-cell imputation). Ignored for dicts of DataFrames, MuData and cohorts.
       method: "coherent" (the paper), "multi" or "single" (:func:`cgjax.pipeline.impute`).
-      sampler, steps, eta: the reverse process (:class:`cgjax.sampling.solvers.SolverConfig`); the
-        default ``auto`` is DPM-Solver++ on 50 steps for the quick preset's v-prediction networks
-        and the paper's ancestral sampler (``ddpm``) for eps networks (the ``paper`` preset).
+      sampler, steps, eta: the reverse process (:class:`cgjax.sampling.solvers.SolverConfig`).
       preset: model sizes, a key of :data:`cgjax.presets.PRESETS`; ``epochs`` and ``timesteps`` override it.
       replicates: draws per missing block in ``transform``; ``fill``: "mean" (their mean) or the
         replicate number to return.
@@ -63,7 +60,7 @@ class Imputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     column positions of a wide table), ``n_features_in_`` and, for DataFrames, ``feature_names_in_``.
     """
 
-    def __init__(self, modalities=None, *, method="coherent", sampler="auto", steps=None, eta=None, preset="quick",
+    def __init__(self, modalities=None, *, method="coherent", sampler="ddpm", steps=None, eta=None, preset="quick",
                  epochs=None, timesteps=None, replicates=1, fill="mean", validation_fraction=0.1, seed=0,
                  progress=False):
         self.modalities = modalities
@@ -186,9 +183,8 @@ class Imputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         R = int(self.replicates if replicates is None else replicates)
         if R < 1:
             raise CgjaxError(f"replicates must be >= 1, got {R}")
-        options = resolved_options(self.model_set_, SampleOptions(method=self.method, solver=self._solver(),
-                                                                  replicates=R, seed=int(self.seed)))
-        solver = options.solver  # "auto" resolved: the provenance names the solver that ran
+        solver = self._solver()
+        options = SampleOptions(method=self.method, solver=solver, replicates=R, seed=int(self.seed))
         provenance = {"checkpoint": str(self.checkpoint_ or ""), "method": self.method, "sampler": solver.kind,
                       "steps": -1 if solver.steps is None else int(solver.steps), "eta": float(solver.eta),
                       "seed": int(self.seed), "replicates": R, "cgjax_version": __import__("cgjax").__version__}

@@ -131,7 +131,7 @@ def gemm_rates(n: int = 4096, repeats: int = 3, torch=None) -> dict:
 # ---- our sampler --------------------------------------------------------------------------------
 
 def our_runner(schedule: Schedule, params, stats, conds, weights, *, algebra_name="folded",
-               solver: SolverConfig = SolverConfig("ddpm")):
+               solver: SolverConfig = SolverConfig()):
     """A zero-argument callable running our jitted sampler once (blocking), and its compile time
     (first call minus a second, steady call)."""
     N, M = conds.shape[:2]

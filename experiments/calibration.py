@@ -6,8 +6,7 @@ same number of optimiser steps, ``--train-steps``, at every size), and
 impute ``--target`` (default: each law's first modality) for the complete test rows from every
 other modality, with each method (single, multi, coherent) and each sampler:
 
-  * ``ancestral``: DDPM on every timestep (the paper's sampler, sigma^2 = beta; the library's
-    default for eps-prediction networks);
+  * ``ancestral``: DDPM on every timestep (the paper's sampler, sigma^2 = beta; the library's default);
   * ``ddim1@all``: DDIM with eta 1 on every timestep, i.e. the ancestral sampler with the posterior
     variance beta_tilde (``cgjax quickstart``'s sampler until 2026-11-30);
   * ``ddim1@K`` / ``ddim0@K``: DDIM with eta 1 / 0 on K timesteps;  ``dpm@K``: DPM-Solver++(2M).
@@ -32,11 +31,9 @@ of multi / coherent over each of theirs in ``calibration.md`` (issue 14). Writes
 ``calibration.md`` (the table, the issue-11 targets, met or missed, with numbers, and the energy
 ratios) and ``calibration.png`` (calibration against cohort size) to ``--out``.
 
-Targets (issue 11), checked on laws with >= 3000 samples for multi and coherent with the default
-sampler (``--sampler auto``: ``dpm@50`` for v-prediction networks, ``ancestral`` for the others;
-the ancestral one where the default was not run): variance ratio in [0.8, 1.25], energy excess
-<= 5%, gap closed >= 60%; and an accelerated sampler with <= 50 network evaluations within 2% of
-the ancestral energy score.
+Targets (issue 11), checked on laws with >= 3000 samples for multi and coherent with the ancestral
+sampler: variance ratio in [0.8, 1.25], energy excess <= 5%, gap closed >= 60%; and an accelerated
+sampler with <= 50 network evaluations within 2% of the ancestral energy score.
 
 ``--model-preset quick`` trains with a library preset (``cgjax train --preset quick``: its sizes,
 epochs, batch and T) instead of the grid's ``--hidden`` / ``--n-layers`` / ``--timesteps`` /
@@ -85,7 +82,7 @@ from cgjax.evaluate.probabilistic import (gaussian_conditional_sample, joint_gau
                                          mixture_conditional_sample)
 from cgjax.scoring.metrics import r2_pooled
 from cgjax.sampling.options import SampleOptions
-from cgjax.sampling.solvers import AUTO_DPM_STEPS, SolverConfig
+from cgjax.sampling.solvers import SolverConfig
 
 METHODS = ("single", "multi", "coherent")
 # Probabilistic baselines (cgjax.evaluate.probabilistic; fitted on the train split, like the point
@@ -238,35 +235,22 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     return out
 
 
-def default_sampler_name(parametrisation: str) -> str:
-    """The name in :func:`samplers` of the library's default (``--sampler auto``) for networks with
-    this parametrisation at T >= 50 (:func:`cgjax.sampling.solvers.resolve`)."""
-    return f"dpm@{AUTO_DPM_STEPS}" if parametrisation == "v" else "ancestral"
-
-
 def check_targets(df: pd.DataFrame) -> list[str]:
-    """The issue-11 targets, one line per (law, size, method) that is checked, met or missed: the
-    variance, energy and gap targets for the default sampler (the ancestral one where the default
-    was not run), the accelerated one against the ancestral sampler."""
+    """The issue-11 targets, one line per (law, size, method) that is checked, met or missed."""
     lines = []
-    # tables written before the composition / corrector / parametrisation columns existed: the defaults
-    df = df.assign(**{k: v for k, v in (("composition", "average"), ("corrector", 0), ("parametrisation", "eps"))
-                      if k not in df})
+    # tables written before the composition / corrector columns existed: the defaults
+    df = df.assign(**{k: v for k, v in (("composition", "average"), ("corrector", 0)) if k not in df})
     full = df[(df.sampler == "ancestral") & df.method.isin(["multi", "coherent"]) & (df.n_samples >= 3000)]
     for _, r in full.iterrows():
-        same = df[(df.law == r.law) & (df.n_samples == r.n_samples) & (df.method == r.method)
-                  & (df.composition == r.composition) & (df.corrector == r.corrector)]
-        name = default_sampler_name(r.parametrisation)
-        d = same[same.sampler == name]
-        d, name = (d.iloc[0], name) if len(d) else (r, "ancestral")
         miss = []
-        if not 0.8 <= d.variance_ratio <= 1.25:
-            miss.append(f"variance ratio {d.variance_ratio:.2f} (target 0.8-1.25)")
-        if d.energy_excess_pct > 5:
-            miss.append(f"energy +{d.energy_excess_pct:.1f}% (target <= 5%)")
-        if d.gap_closed < 0.6:
-            miss.append(f"gap closed {100 * d.gap_closed:.0f}% (target >= 60%)")
-        acc = same[same.sampler != "ancestral"]
+        if not 0.8 <= r.variance_ratio <= 1.25:
+            miss.append(f"variance ratio {r.variance_ratio:.2f} (target 0.8-1.25)")
+        if r.energy_excess_pct > 5:
+            miss.append(f"energy +{r.energy_excess_pct:.1f}% (target <= 5%)")
+        if r.gap_closed < 0.6:
+            miss.append(f"gap closed {100 * r.gap_closed:.0f}% (target >= 60%)")
+        acc = df[(df.law == r.law) & (df.n_samples == r.n_samples) & (df.method == r.method)
+                 & (df.composition == r.composition) & (df.corrector == r.corrector) & (df.sampler != "ancestral")]
         # accelerated: K <= 50 network evaluations ("ddim1@all" runs every timestep: not accelerated)
         acc = acc[pd.to_numeric(acc.sampler.str.split("@").str[1], errors="coerce") <= 50]
         ok = acc[acc.energy_excess_pct <= (1 + r.energy_excess_pct / 100) * 102 - 100]
@@ -275,7 +259,7 @@ def check_targets(df: pd.DataFrame) -> list[str]:
             rel = 100 * ((1 + best.energy_excess_pct / 100) / (1 + r.energy_excess_pct / 100) - 1)
             miss.append(f"no accelerated sampler within 2% of the ancestral energy score (best {best.sampler}: "
                         f"{rel:+.1f}%)")
-        head = f"{r.law} n={r.n_samples} {r.method} ({name})"
+        head = f"{r.law} n={r.n_samples} {r.method}"
         if (r.composition, r.corrector) != ("average", 0):
             head += f" {r.composition} L={r.corrector}"
         lines.append(f"- {head}: " + ("all targets met" if not miss else "MISSED: " + "; ".join(miss)))

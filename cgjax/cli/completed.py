@@ -21,7 +21,7 @@ def write_completed(args, ms, cohort, options, *, progress: bool = True) -> dict
     """Impute ``cohort`` and write it completed to ``args.out``: ``completed.h5mu`` for ``--format
     h5mu`` or a ``.h5mu`` cohort, else ``<modality>.<the cohort's suffix>`` tables with an
     ``imputed`` column. Returns modality -> file written."""
-    solver = options.solver  # resolved by the caller (no "auto")
+    solver = options.solver
     provenance = {"checkpoint": str(Path(args.checkpoint).absolute()), "method": args.method,
                   "sampler": solver.kind, "steps": -1 if solver.steps is None else solver.steps,
                   "eta": solver.eta if solver.kind == "ddim" else -1.0, "seed": args.seed, "replicates": args.replicates,

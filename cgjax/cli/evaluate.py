@@ -76,9 +76,7 @@ def add_parser(sub) -> None:
     p.add_argument("--counterfactual-score", choices=("prob_variance", "disagreement"),
                    help="variance score (paper: prob_variance; reference code: disagreement)")
     p.add_argument("--embedding", choices=("umap", "pca"), help="2-D embedding of the manifold figure (default umap)")
-    p.add_argument("--solver", choices=("auto", "ddpm", "ddim", "dpm"),
-                   help="reverse process (default auto, as cgjax impute: dpm on 50 steps for models that "
-                        "predict v, the quick preset; ddpm, the paper's, for the others)")
+    p.add_argument("--solver", choices=("ddpm", "ddim", "dpm"), help="reverse process (default ddpm, the paper)")
     p.add_argument("--solver-steps", type=int, help="timesteps of an accelerated solver")
     p.add_argument("--seed", type=int, help="sampling and classifier seed (default: the preset's)")
     p.add_argument("--no-calibration-check", action="store_true",

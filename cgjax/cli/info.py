@@ -12,9 +12,6 @@ def describe_checkpoint(meta: dict, *, max_features: int = 4) -> str:
     """A plain-text summary of checkpoint metadata (:func:`cgjax.checkpoint.read_meta`): version,
     modalities and features, configuration, training progress, validation metrics per model and
     the coherent ensemble's weights."""
-    from cgjax.sampling.options import describe_solver
-    from cgjax.sampling.solvers import SolverConfig, resolve
-
     lines = [f"cgjax checkpoint (format {meta['format_version']}, written by cgjax {meta.get('cgjax_version', '?')})",
              "", "modalities:"]
     for m in meta["modalities"]:
@@ -36,9 +33,6 @@ def describe_checkpoint(meta: dict, *, max_features: int = 4) -> str:
     training = meta.get("training")
     lines.append(f"  models: {n_models} in {len(meta['groups'])} stacked group(s); "
                  + (f"trained to epoch {training['epoch']} (resumable)" if training else "selected weights only"))
-    # checkpoints from before the parametrisation option hold eps networks (cgjax.checkpoint)
-    solver = resolve(SolverConfig(), meta["arch"].get("parametrisation", "eps"), meta["schedule"]["timesteps"])
-    lines.append(f"  default sampler (--sampler auto): {describe_solver(solver)}")
     lines += ["", "validation metrics (the samples of each model on the validation split):"]
     table = pd.DataFrame(meta["val_metrics"]).T
     lines += ["  " + row for row in table.to_string(float_format=lambda v: f"{v:.4g}").splitlines()]

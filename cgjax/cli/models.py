@@ -42,11 +42,9 @@ def load_config(path: str | None) -> dict:
 
 
 def add_solver_args(p) -> None:
-    p.add_argument("--sampler", choices=("auto", "ddpm", "ddim", "dpm"), default="auto",
-                   help="auto (default): dpm on 50 steps for models that predict v (the quick preset), "
-                        "ddpm for the others (the paper's eps); ddpm: the paper's ancestral sampler over "
-                        "every timestep (sigma^2 = beta); ddim (with --eta) and dpm (DPM-Solver++) on --steps "
-                        "timesteps")
+    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm"), default="ddpm",
+                   help="ddpm: the paper's ancestral sampler over every timestep (sigma^2 = beta); ddim "
+                        "(with --eta) and dpm (DPM-Solver++) on --steps timesteps")
     p.add_argument("--steps", type=int, help="timesteps the ddim/dpm solver takes (default: all)")
     p.add_argument("--eta", type=float, default=None,
                    help="DDIM noise: 0 deterministic, 1 = ancestral with the posterior variance (default 0)")
@@ -57,8 +55,8 @@ def solver_from_args(args):
     from cgjax.errors import ConfigError
     from cgjax.sampling.solvers import SolverConfig
 
-    if args.sampler in ("ddpm", "auto") and (args.steps is not None or args.eta is not None):
-        raise ConfigError(f"--steps and --eta apply to --sampler ddim or dpm, not {args.sampler}")
+    if args.sampler == "ddpm" and (args.steps is not None or args.eta is not None):
+        raise ConfigError("--steps and --eta apply to --sampler ddim or dpm")
     return SolverConfig(args.sampler, args.steps, 0.0 if args.eta is None else args.eta)
 
 
@@ -170,7 +168,6 @@ def cmd_impute(args) -> int:
     from cgjax import checkpoint, pipeline
     from cgjax._atomic import atomic_file
     from cgjax.data import read_cohort
-    from cgjax.ensemble import resolved_options
     from cgjax.sampling.options import describe_options
 
     from cgjax import distributed
@@ -188,7 +185,6 @@ def cmd_impute(args) -> int:
 
         embedding = load_embedding(find_embedding(args.cohort, args.embedding))
     ms = checkpoint.load(args.checkpoint)
-    options = resolved_options(ms, options)  # --sampler auto -> the solver these networks get
     cohort = read_cohort(args.cohort)
     out = Path(args.out)
     if distributed.is_primary():  # never write into a directory of something else (e.g. the cohort)

@@ -16,9 +16,9 @@ converts to and from the cohort's original scale.
 
 from cgjax.ensemble.arrays import group_arrays
 from cgjax.ensemble.fit import TrainingRun, new_training_run, steps_per_epoch, train_model_set, validate_group
-from cgjax.ensemble.sample import Imputation, iter_sample_target, resolved_options, sample_target
+from cgjax.ensemble.sample import Imputation, iter_sample_target, sample_target
 from cgjax.ensemble.spec import Group, ModelSet, ModelSpec, build_groups, model_specs
 
 __all__ = ["Group", "Imputation", "ModelSet", "ModelSpec", "TrainingRun", "build_groups", "group_arrays",
-           "iter_sample_target", "model_specs", "new_training_run", "resolved_options", "sample_target", "steps_per_epoch",
+           "iter_sample_target", "model_specs", "new_training_run", "sample_target", "steps_per_epoch",
            "train_model_set", "validate_group"]

@@ -26,7 +26,6 @@ from cgjax.errors import CgjaxError
 from cgjax.sampling.algebra import make_model
 from cgjax.sampling.coherent import make_sampler
 from cgjax.sampling.options import SampleOptions
-from cgjax.sampling.solvers import resolve
 from cgjax.sampling.weights import best_available, ensemble_weights
 
 
@@ -109,13 +108,6 @@ def _target_inputs(ms: ModelSet, target: str, given: Mapping[str, np.ndarray], o
     return group, members, conds.astype(np.float32), masks.astype(np.float32), weights.astype(np.float32), N
 
 
-def resolved_options(ms: ModelSet, options: SampleOptions) -> SampleOptions:
-    """``options`` with ``--sampler auto`` replaced by the solver it means for ``ms``'s networks
-    (:func:`cgjax.sampling.solvers.resolve`); unchanged otherwise. What a run records and prints."""
-    solver = resolve(options.solver, ms.arch.parametrisation, ms.schedule_cfg.timesteps)
-    return options if solver is options.solver else dataclasses.replace(options, solver=solver)
-
-
 def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray],
                        options: SampleOptions = SampleOptions(), *, key=None, return_distance: bool = False,
                        row_offset: int = 0, n_total: int | None = None, mesh=None,
@@ -145,7 +137,6 @@ def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray
     size, and is split over ``mesh`` when given. The samples are those of one big batch: each keeps
     its global row id.
     """
-    options = resolved_options(ms, options)
     method, rejection, solver = options.method, options.rejection, options.solver
     group, members, conds, masks, weights, N = _target_inputs(ms, target, given, options)
     used = np.flatnonzero(weights.any(axis=0))

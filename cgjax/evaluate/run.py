@@ -37,7 +37,6 @@ from cgjax.evaluate.feature_space import feature_space_study
 from cgjax.evaluate.reconstruction import (BaselineSampler, ModelSampler, OracleSampler, reconstruction_anova,
                                            reconstruction_study)
 from cgjax.sampling.coherent import RejectionConfig
-from cgjax.ensemble import resolved_options
 from cgjax.sampling.options import SampleOptions, describe_solver
 from cgjax.sampling.solvers import SolverConfig
 from cgjax.scoring.stats import anova_rm_by
@@ -77,7 +76,7 @@ class EvalConfig:
     embedding: str = "umap"  # "umap" (paper figures) | "pca" (fast)
     weighting: str = "inverse_mse"  # coherent ensemble weights (paper); reference "softmax_inverse_mse"
     reject_fraction: float = 0.05  # coherent rejection (paper 0.05, reference 0.10)
-    solver: str = "auto"  # "auto" (dpm on 50 steps for v networks, else ddpm) | "ddpm" (paper) | "ddim" | "dpm"
+    solver: str = "ddpm"  # "ddpm" (paper) | "ddim" | "dpm"
     solver_steps: int | None = None
     steps: tuple = STEPS
     n_jobs: int = -1
@@ -195,10 +194,10 @@ def detect_synthetic(cohort):
 
 
 def model_samplers(ms, cfg: EvalConfig) -> dict:
-    """method -> :class:`ModelSampler` of the evaluation (``--solver auto`` resolved for ``ms``)."""
-    return {m: ModelSampler(ms, resolved_options(ms, SampleOptions(
-        method=m, weighting=cfg.weighting, rejection=RejectionConfig(max_fraction=cfg.reject_fraction),
-        solver=SolverConfig(kind=cfg.solver, steps=cfg.solver_steps)))) for m in cfg.methods}
+    return {m: ModelSampler(ms, SampleOptions(method=m, weighting=cfg.weighting,
+                                              rejection=RejectionConfig(max_fraction=cfg.reject_fraction),
+                                              solver=SolverConfig(kind=cfg.solver, steps=cfg.solver_steps)))
+            for m in cfg.methods}
 
 
 def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "auto", progress: bool = True,
@@ -231,7 +230,7 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
     fspace = _feature_space_inputs(cohort, data)
     n_models = sum(len(g.specs) for g in ms.groups.values())
     samplers = model_samplers(ms, cfg)
-    solver = next(iter(samplers.values())).options.solver  # resolved: the same for every method
+    solver = SolverConfig(cfg.solver, cfg.solver_steps)
     header = [f"Models: {n_models} (hidden {ms.arch.hidden}, {ms.arch.n_layers} layers, T = {ms.schedule_cfg.timesteps}, "
               f"{ms.train_cfg.epochs} epochs); sampler {describe_solver(solver)}."]
     identity = json.dumps([ms.val_metrics, ms.scalers], sort_keys=True, default=str)  # which trained models

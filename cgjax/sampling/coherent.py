@@ -137,7 +137,7 @@ def retry_sizes(n: int) -> tuple[int, ...]:
 
 
 def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig = RejectionConfig(),
-                 return_distance: bool = False, solver: SolverConfig = SolverConfig("ddpm"),
+                 return_distance: bool = False, solver: SolverConfig = SolverConfig(),
                  composition: str = "average", corrector_steps: int = 0, corrector_snr: float = 0.5):
     """Build the jitted ensemble sampler of ``model`` (:class:`cgjax.sampling.algebra.Model`; for a
     trained network, :func:`cgjax.sampling.algebra.make_model`).

@@ -33,9 +33,7 @@ class SampleOptions:
     weighting: the coherent ensemble's weights, a name of :data:`cgjax.sampling.weights.WEIGHTINGS`
       or one non-negative number per member (:func:`cgjax.sampling.weights.ensemble_weights`).
     rejection: the coherence rejection (used by ``coherent`` only).
-    solver: the reverse process and its steps / eta; the default, ``auto``, is resolved against the
-      model set when sampling (:func:`cgjax.sampling.solvers.resolve`: DPM-Solver++ on 50 steps for
-      v-prediction networks, the ancestral sampler for the others).
+    solver: the reverse process and its steps / eta.
     replicates: samples per row (>= 1). seed: the base random seed.
     unconditional: sample without conditions (see :func:`cgjax.ensemble.sample_target`).
     max_batch: (row, replicate) pairs per compiled call (None: from the device's memory); the
@@ -99,6 +97,5 @@ def describe_solver(s: SolverConfig) -> str:
 
 
 def describe_options(o: SampleOptions) -> str:
-    """A short name of a sampler, e.g. ``coherent, ddim (eta 0, 50 steps)`` (resolve ``auto`` first,
-    :func:`cgjax.ensemble.sample.resolved_options`, to name the solver it means)."""
+    """A short name of a sampler, e.g. ``coherent, ddim (eta 0, 50 steps)``."""
     return f"{o.method}, {describe_solver(o.solver)}"

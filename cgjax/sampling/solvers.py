@@ -50,19 +50,15 @@ from cgjax._validate import is_int, is_real
 from cgjax.diffusion.schedule import Schedule, ddpm_step
 from cgjax.errors import ConfigError
 
-KINDS = ("ddpm", "ddim", "dpm", "auto")
-# "auto": DPM-Solver++(2M) on min(AUTO_DPM_STEPS, T) steps for networks that predict v, the ancestral
-# sampler for the others (:func:`resolve`)
-AUTO_DPM_STEPS = 50
+KINDS = ("ddpm", "ddim", "dpm")
 
 
 @dataclasses.dataclass(frozen=True)
 class SolverConfig:
-    """Which reverse process to run: ``ddpm`` (ancestral, every timestep; the paper), an
-    accelerated solver on ``steps`` timesteps of the schedule (``ddim`` with ``eta``, ``dpm``), or
-    ``auto``: the default, chosen for the model set's networks when sampling (:func:`resolve`)."""
+    """Which reverse process to run: ``ddpm`` (ancestral, every timestep; the paper), or an
+    accelerated solver on ``steps`` timesteps of the schedule (``ddim`` with ``eta``, ``dpm``)."""
 
-    kind: str = "auto"
+    kind: str = "ddpm"
     steps: int | None = None  # None: every timestep of the schedule
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic, 1 = DDPM-like)
 
@@ -76,28 +72,6 @@ class SolverConfig:
             raise ConfigError(f"--eta (SolverConfig.eta) must be in [0, 1], got {self.eta!r}")
         if self.kind != "ddim" and self.eta != 0:
             raise ConfigError(f"--eta applies to --sampler ddim only (got kind={self.kind!r}, eta={self.eta})")
-        if self.kind == "auto" and self.steps is not None:
-            raise ConfigError(f"--steps and --eta apply to --sampler ddim or dpm, not auto (got steps={self.steps})")
-
-
-def resolve(cfg: SolverConfig, parametrisation: str, timesteps: int) -> SolverConfig:
-    """The concrete solver of ``cfg``: ``auto`` becomes DPM-Solver++(2M) on min(50, T) steps for
-    v-prediction networks (the ``quick`` preset) and the ancestral sampler for the others (eps, the
-    paper's, and x0); any other kind is returned as it is.
-
-    Why (experiments/RESULTS.md, docs/calibration.md "Which sampler by default"): with v-prediction
-    networks on the zoo of laws DPM-Solver++ at 50 steps and the ancestral sampler were level (each
-    lower on some cohorts, the energy scores never more than 2% apart), and DPM-Solver++ takes half
-    the network evaluations at T = 100; with an exact denoiser at T = 100 its variance is 0.96-1.01
-    of the posterior's against 0.99-1.06 for the ancestral sampler. With eps-prediction networks
-    the deterministic solvers were 2-4x worse where the samples over-dispersed, so those keep the
-    ancestral sampler. x0 was not measured and keeps it too.
-    """
-    if cfg.kind != "auto":
-        return cfg
-    if parametrisation == "v":
-        return SolverConfig("dpm", min(AUTO_DPM_STEPS, int(timesteps)))
-    return SolverConfig("ddpm")
 
 
 
@@ -168,12 +142,9 @@ def dpm_coefficients(schedule: Schedule, timesteps: np.ndarray) -> np.ndarray:
     return coef
 
 
-def make_solver(schedule: Schedule, cfg: SolverConfig = SolverConfig("ddpm")) -> Solver:
-    """The :class:`Solver` for ``cfg`` on ``schedule`` (``auto`` must be resolved first: :func:`resolve`)."""
+def make_solver(schedule: Schedule, cfg: SolverConfig = SolverConfig()) -> Solver:
+    """The :class:`Solver` for ``cfg`` on ``schedule``."""
     T = schedule.timesteps
-    if cfg.kind == "auto":
-        raise ConfigError("--sampler auto depends on the model set's networks: resolve it first "
-                          "(cgjax.sampling.solvers.resolve)")
     if cfg.kind == "ddpm":
         if cfg.steps not in (None, T):
             raise ConfigError(f"--sampler ddpm runs every timestep (--steps unset or {T}); use ddim with "
