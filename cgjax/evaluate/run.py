@@ -234,7 +234,7 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
     header = [f"Models: {n_models} (hidden {ms.arch.hidden}, {ms.arch.n_layers} layers, T = {ms.schedule_cfg.timesteps}, "
               f"{ms.train_cfg.epochs} epochs); sampler {describe_solver(solver)}."]
     identity = json.dumps([ms.val_metrics, ms.scalers], sort_keys=True, default=str)  # which trained models
-    check = run_calibration_check(ms, cohort, cfg) if calibration else None  # before the long steps
+    check = run_calibration_check(ms, cohort, cfg, samplers) if calibration else None  # before the long steps
     metrics = run_evaluation(data, samplers, out, cfg, law=law, progress=progress,
                              header=header, source=str(cohort.source), identity=identity,
                              feature_space=fspace)
@@ -253,12 +253,11 @@ def evaluate(ms, cohort, out, cfg: EvalConfig | None = None, *, oracle: str = "a
 CALIBRATION_FIGURE = "figures/calibration_pit.png"
 
 
-def run_calibration_check(ms, cohort, cfg: EvalConfig) -> dict:
+def run_calibration_check(ms, cohort, cfg: EvalConfig, samplers: Mapping) -> dict:
     """:func:`cgjax.calibration_check.check_cohort` on the validation split, for the evaluation's
-    sampler (method ``coherent`` if evaluated, else its first; its solver, weighting and rejection;
-    ``DEFAULT_REPLICATES`` replicates) against a second sampler
-    (:func:`cgjax.calibration_check.default_compare`)."""
-    samplers = model_samplers(ms, cfg)
+    sampler (of ``samplers``, :func:`model_samplers`: method ``coherent`` if evaluated, else its
+    first; its solver, weighting and rejection; ``DEFAULT_REPLICATES`` replicates) against a second
+    sampler (:func:`cgjax.calibration_check.default_compare`)."""
     sampler = samplers.get("coherent") or next(iter(samplers.values()))
     options = dataclasses.replace(sampler.options, replicates=cal_check.DEFAULT_REPLICATES, seed=cfg.seed)
     return cal_check.check_cohort(ms, cohort, options, cal_check.default_compare(ms, options))
