@@ -290,6 +290,19 @@ def validation_rows(ms: ModelSet, cohort: Cohort) -> dict[str, np.ndarray]:
 
 
 def check_cohort(ms: ModelSet, cohort: Cohort, options: SampleOptions | None = None,
-                 compare: SampleOptions | None = None, **kwargs) -> dict:
-    """:func:`check_model_set` on the cohort's validation split (:func:`validation_rows`)."""
-    return check_model_set(ms, validation_rows(ms, cohort), options, compare, **kwargs)
+                 compare: SampleOptions | None = None, *, also_multi: bool = False, **kwargs) -> dict:
+    """:func:`check_model_set` on the cohort's validation split (:func:`validation_rows`).
+
+    also_multi: when ``options`` is ``coherent`` and the set has multi-condition models, also check
+    ``--method multi`` (the one alternative users have) on the same rows with the same replicates,
+    solver and seed, without a second sampler: stored under ``methods`` = {"multi": its check}, and
+    ``notes`` (:func:`method_notes`) name the modalities where only multi is calibrated."""
+    options = options or SampleOptions(replicates=DEFAULT_REPLICATES)
+    val = validation_rows(ms, cohort)
+    res = check_model_set(ms, val, options, compare, **kwargs)
+    if also_multi and options.method == "coherent" and any(s.kind == "multi" for g in ms.groups.values()
+                                                           for s in g.specs):
+        other = check_model_set(ms, val, dataclasses.replace(options, method="multi"), **kwargs)
+        res["methods"] = {"multi": other}
+        res["notes"] = method_notes(res, other, "multi")
+    return res

@@ -224,6 +224,15 @@ def test_evaluate_reports_the_check_with_its_figure(trained_cli, capsys):
     assert json.loads((d / "ev" / "metrics.json").read_text())  # the rest of the report is still written
     assert stdout.count("WARNING: ") == len(check["warnings"])
     assert set(check["modalities"]) == set(ms.modalities)
+    # coherent is checked: multi too, on the same rows and replicates, in the report and with its notes
+    other = check["methods"]["multi"]
+    assert other["sampler"] == "multi, ddpm" and (other["rows"], other["replicates"]) == (check["rows"], check["replicates"])
+    assert other["compare"] is None and set(other["modalities"]) == set(ms.modalities)
+    assert "The same check with multi, ddpm, on the same rows:" in text
+    for m, a in other["modalities"].items():
+        assert f"| {m} | {a['verdict']} | {a['range_coverage']:.3f} | {a['coverage_z']:+.1f} |" in text
+    assert check["notes"] == cc.method_notes(check, other, "multi")
+    assert stdout.count("note: ") == len(check["notes"]) and text.count("- note: ") == len(check["notes"])
     assert cli(base + ["--out", str(d / "ev2"), "--no-calibration-check"]) == 0
     assert "Calibration check" not in (d / "ev2" / "report.md").read_text()
     assert not (d / "ev2" / "calibration_check.json").exists()

@@ -49,6 +49,8 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out)
     for w in metrics.get("calibration_check", {}).get("warnings", []):
         print(f"WARNING: {w}")
+    for note in metrics.get("calibration_check", {}).get("notes", []):
+        print(f"note: {note}")
     print(f"report: {out / 'report.md'}; metrics: {out / 'metrics.json'}; figures in {out / 'figures'} "
           f"({metrics['seconds']['total']:.0f} s)")
     return 0

@@ -139,7 +139,7 @@ def run_calibration_check(ms, cohort, out, options, *, rows: int) -> dict | None
 
     try:
         res = calibration_check.check_cohort(ms, cohort, options, calibration_check.default_compare(ms, options),
-                                             max_rows=rows)
+                                             max_rows=rows, also_multi=True)
     except CgjaxError as e:  # the models are trained and saved: say why there is no check, do not fail
         print(f"note: calibration check skipped: {e}")
         return None
@@ -149,17 +149,12 @@ def run_calibration_check(ms, cohort, out, options, *, rows: int) -> dict | None
         print(f"  {line}")
     for w in res["warnings"]:
         print(f"WARNING: {w}")
-    if options.method == "coherent" and any(s.kind == "multi" for g in ms.groups.values() for s in g.specs):
-        # the one alternative users have: the multi-condition model, same rows, replicates and solver
-        other = calibration_check.check_cohort(ms, cohort, dataclasses.replace(options, method="multi"),
-                                               max_rows=rows)
+    for other in res.get("methods", {}).values():
         print(f"the same check with --method multi ({other['sampler']}):")
         for line in other["lines"]:
             print(f"  {line}")
-        res["methods"] = {"multi": other}
-        res["notes"] = calibration_check.method_notes(res, other, "multi")
-        for note in res["notes"]:
-            print(f"note: {note}")
+    for note in res.get("notes", []):
+        print(f"note: {note}")
     checkpoint.write_calibration(out, res)
     return res
 

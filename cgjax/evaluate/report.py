@@ -430,4 +430,10 @@ def calibration_check_markdown(check: Mapping, figure: str | None = None) -> lis
               "(the dashed line); a hump in the middle means the samples are too spread, a U that they are too "
               "narrow, a slope that they sit off the truth.", ""]
     L += [f"- WARNING: {w}" for w in check["warnings"]] + ([""] if check["warnings"] else [])
+    for other in check.get("methods", {}).values():
+        L += [f"The same check with {other['sampler']}, on the same rows:", "",
+              _table(["target", "verdict", "range coverage", "z", "centre excess"],
+                     [[m, a["verdict"], _num(a["range_coverage"]), f"{a['coverage_z']:+.1f}",
+                       _num(a["centre_excess"], signed=True)] for m, a in other["modalities"].items()]), ""]
+    L += [f"- note: {n}" for n in check.get("notes", [])] + ([""] if check.get("notes") else [])
     return L

@@ -257,10 +257,11 @@ def run_calibration_check(ms, cohort, cfg: EvalConfig, samplers: Mapping) -> dic
     """:func:`cgjax.calibration_check.check_cohort` on the validation split, for the evaluation's
     sampler (of ``samplers``, :func:`model_samplers`: method ``coherent`` if evaluated, else its
     first; its solver, weighting and rejection; ``DEFAULT_REPLICATES`` replicates) against a second
-    sampler (:func:`cgjax.calibration_check.default_compare`)."""
+    sampler (:func:`cgjax.calibration_check.default_compare`) and, for ``coherent``, of ``--method
+    multi`` (``also_multi``)."""
     sampler = samplers.get("coherent") or next(iter(samplers.values()))
     options = dataclasses.replace(sampler.options, replicates=cal_check.DEFAULT_REPLICATES, seed=cfg.seed)
-    return cal_check.check_cohort(ms, cohort, options, cal_check.default_compare(ms, options))
+    return cal_check.check_cohort(ms, cohort, options, cal_check.default_compare(ms, options), also_multi=True)
 
 
 def _feature_space_inputs(cohort, data: EvalData) -> dict | None:
