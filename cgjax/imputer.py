@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cgjax import checkpoint, pipeline
-from cgjax.complete import Completion, impute_complete, to_mudata
+from cgjax.complete import Completion, impute_complete, provenance, to_mudata
 from cgjax.data import Cohort, from_arrays, read_mudata
 from cgjax.errors import CgjaxError, CohortError
 from cgjax.diffusion.configs import build_configs
@@ -185,10 +185,8 @@ class Imputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             raise CgjaxError(f"replicates must be >= 1, got {R}")
         solver = self._solver()
         options = SampleOptions(method=self.method, solver=solver, replicates=R, seed=int(self.seed))
-        provenance = {"checkpoint": str(self.checkpoint_ or ""), "method": self.method, "sampler": solver.kind,
-                      "steps": -1 if solver.steps is None else int(solver.steps), "eta": float(solver.eta),
-                      "seed": int(self.seed), "replicates": R, "cgjax_version": __import__("cgjax").__version__}
-        c = impute_complete(self.model_set_, cohort, options, progress=self.progress, provenance=provenance)
+        c = impute_complete(self.model_set_, cohort, options, progress=self.progress,
+                            provenance=provenance(self.checkpoint_ or "", options))
         return c, rebuild
 
     def _solver(self) -> SolverConfig:

@@ -69,6 +69,7 @@ def test_format_h5mu_round_trip(cohort_dir, tmp_path):
         md = mudata.read_h5mu(f)
     uns = md.uns["cgjax"]
     assert uns["method"] == "coherent" and uns["sampler"] == "ddim" and uns["seed"] == 1
+    assert (uns["steps"], uns["eta"], uns["replicates"]) == (5, 0.0, 1)  # FAST: ddim, eta 0, 5 steps; 1 replicate
     assert uns["checkpoint"].endswith("synthetic_default")
     back = read_mudata(f)
     pos = pd.Index(back.sample_ids).get_indexer(cohort.sample_ids)

@@ -137,6 +137,7 @@ def test_mudata_written_and_read_back(fitted, df, tmp_path):
         warnings.simplefilter("ignore")
         md = mudata.read_h5mu(f)
     assert md.uns["cgjax"]["sampler"] == "ddpm" and md.mod["cna"].obs["imputed"].dtype == bool
+    assert (md.uns["cgjax"]["steps"], md.uns["cgjax"]["eta"]) == (-1, -1.0)  # every timestep; ddpm has no eta
 
 
 def test_save_load_round_trip_and_cli_reads_it(fitted, df, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cgjax.complete import impute_complete, write_h5mu, write_tables
+from cgjax.complete import impute_complete, provenance, write_h5mu, write_tables
 from cgjax.data.io import scan_tables
 from cgjax.sampling.options import describe_options
 
@@ -21,12 +21,8 @@ def write_completed(args, ms, cohort, options, *, progress: bool = True) -> dict
     """Impute ``cohort`` and write it completed to ``args.out``: ``completed.h5mu`` for ``--format
     h5mu`` or a ``.h5mu`` cohort, else ``<modality>.<the cohort's suffix>`` tables with an
     ``imputed`` column. Returns modality -> file written."""
-    solver = options.solver
-    provenance = {"checkpoint": str(Path(args.checkpoint).absolute()), "method": args.method,
-                  "sampler": solver.kind, "steps": -1 if solver.steps is None else solver.steps,
-                  "eta": solver.eta if solver.kind == "ddim" else -1.0, "seed": args.seed, "replicates": args.replicates,
-                  "cgjax_version": __import__("cgjax").__version__}
-    c = impute_complete(ms, cohort, options, provenance=provenance, progress=progress)
+    c = impute_complete(ms, cohort, options, provenance=provenance(Path(args.checkpoint).absolute(), options),
+                        progress=progress)
     out = Path(args.out)
     if args.format == "h5mu" or Path(args.cohort).suffix.lower() == ".h5mu":
         f = write_h5mu(c, out / "completed.h5mu", ms.feature_names)
