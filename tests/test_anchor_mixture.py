@@ -124,10 +124,13 @@ def test_ridge_mixture_keeps_one_gaussian_and_finds_subtypes():
     assert energy_score(draw(law), y_new).mean() < 0.7 * energy_score(draw(single), y_new).mean()
 
 
-def test_a_one_component_mixture_anchor_predicts_as_the_gaussian_anchor(monkeypatch):
+@pytest.mark.parametrize("joint", [True, False])
+def test_a_one_component_mixture_anchor_predicts_as_the_gaussian_anchor(monkeypatch, joint):
     """On a Gaussian law every pattern keeps one component, and the mixture anchor's prediction is the
-    Gaussian anchor's with per-pattern regressions (same fit; only the arrays' layout differs)."""
-    monkeypatch.setattr(anchor, "JOINT_MAX_DIMS", 0)  # the Gaussian anchor's per-pattern fit
+    Gaussian anchor's (same fit: the joint Gaussian's conditionals, or per-pattern regressions where
+    the joint fit is off; only the arrays' layout differs)."""
+    if not joint:
+        monkeypatch.setattr(anchor, "JOINT_MAX_DIMS", 0)  # the Gaussian anchor's per-pattern fit
     rng = np.random.default_rng(4)
     n = 400
     conds = rng.normal(size=(n, K, C))
@@ -143,6 +146,27 @@ def test_a_one_component_mixture_anchor_predicts_as_the_gaussian_anchor(monkeypa
     outs = [anchor.output({k: jnp.asarray(v) for k, v in a.items()}, jnp.asarray(conds, jnp.float32),
                           jnp.asarray(present, jnp.float32), x_t, jnp.float32(0.3), "v") for a in (mix, gauss)]
     np.testing.assert_allclose(np.asarray(outs[0]), np.asarray(outs[1]), rtol=1e-5, atol=1e-5)
+
+
+def test_a_pattern_keeps_the_mixture_only_where_it_gains_enough(monkeypatch):
+    """_subtype_law keeps a pattern's Gaussian law (None) unless the screen's mixture lowers the
+    cross-validated energy score by SUBTYPE_MIN_GAIN: thresholds just below and just above the gain
+    measured by mixture_cv on the same rows and folds give the mixture and the Gaussian law; a law
+    without subtypes keeps the Gaussian law at the default threshold, one with them the mixture."""
+    rng = np.random.default_rng(7)
+    x, y = _subtype_law(rng, 600, separated=True)
+    y = y + 2.0 * rng.normal(size=y.shape)  # subtypes that matter, not by a factor of two
+    cand, scores, _ = anchor.mixture_cv(x, y, candidates=(1, anchor.SCREEN_COMPONENTS), seed=3)
+    gain = 1 - scores[1].mean() / scores[0].mean()
+    assert cand == [1, anchor.SCREEN_COMPONENTS] and 0.02 < gain < 0.9
+    monkeypatch.setattr(anchor, "SUBTYPE_MIN_GAIN", gain - 0.01)
+    law = anchor._subtype_law(x, y, x, seed=3)
+    assert law is not None and len(law.coef) >= 2
+    monkeypatch.setattr(anchor, "SUBTYPE_MIN_GAIN", gain + 0.01)
+    assert anchor._subtype_law(x, y, x, seed=3) is None
+    monkeypatch.undo()
+    x, y = _subtype_law(rng, 600, separated=False)
+    assert anchor._subtype_law(x, y, x, seed=3) is None
 
 
 def test_a_group_shares_the_widest_members_component_axis(monkeypatch):

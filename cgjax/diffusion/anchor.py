@@ -46,8 +46,9 @@ axis J (``coef f32[P, J, K * C, F]``, ``bias``, ``basis``, ``eig`` likewise) and
 has log weight :data:`EMPTY`); the cost per row and step is J times the Gaussian anchor's. J is
 sized by the fit: the most components any pattern of the model's group kept
 (``DenoiserConfig.anchor_components``, recorded in the checkpoint), so a cohort where every pattern
-keeps one costs what the Gaussian anchor does. A pattern that keeps one component predicts exactly
-as the Gaussian anchor.
+keeps one costs what the Gaussian anchor does. A pattern keeps one component, the Gaussian anchor's
+law, unless a mixture lowers its cross-validated energy score by :data:`SUBTYPE_MIN_GAIN` or more
+(:func:`_subtype_law`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ MIN_ROWS = 1  # a component's own regression needs MIN_ROWS F + 10 rows (else: t
 COMPONENTS = (1, 2, 3, 4, 6, 8)  # the numbers of components ridge_mixture tries (up to MAX_COMPONENTS)
 FOLDS = 3  # cross-validation folds that choose a pattern's number of components (then refitted on all rows)
 SELECT_ROWS = 2000  # at most this many rows (a fixed random subset) for that choice
+# the mixture anchor keeps a pattern's Gaussian law unless SCREEN_COMPONENTS components lower its
+# cross-validated energy score by at least SUBTYPE_MIN_GAIN (the issue-11 energy tolerance): a
+# smaller gain does not pay for J times the anchor's cost at every step (docs/calibration.md)
+SCREEN_COMPONENTS = 4
+SUBTYPE_MIN_GAIN = 0.05
 GATE_ROWS = 5000  # at most this many rows for each gate's Gaussian mixture
 
 
@@ -113,10 +119,12 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
 
     The Gaussian anchor, target and conditions at most :data:`JOINT_MAX_DIMS` columns: every
     pattern's law from one joint Gaussian fitted on all valid rows, or its own ridge regression
-    where that predicts held-out rows better (:func:`_joint_laws`). Otherwise (and the mixture
-    anchor), per pattern: the rows are the valid ones with every condition of p present; its law is
-    :func:`ridge_gaussian` (or :func:`ridge_mixture`) of the target on those conditions (on a small
-    cohort an unpenalised fit of many conditions is mostly noise). A pattern with fewer than
+    where that predicts held-out rows better (:func:`_joint_laws`). Otherwise, per pattern: the rows
+    are the valid ones with every condition of p present; its law is :func:`ridge_gaussian` of the
+    target on those conditions (on a small cohort an unpenalised fit of many conditions is mostly
+    noise). The mixture anchor starts from those laws and replaces a pattern's by a
+    :func:`ridge_mixture` on the same rows where subtypes lower its held-out energy score by
+    :data:`SUBTYPE_MIN_GAIN` or more (:func:`_subtype_law`). A pattern with fewer than
     2 F + 10 rows (so that the covariance is estimable) falls back to its largest sub-pattern that
     has enough (ultimately the target's own mean and covariance). A pattern with more rows than
     :data:`LOO_BYTES` allows is fitted on a fixed random subset of them. Returns numpy arrays as
@@ -127,40 +135,58 @@ def fit(x0: np.ndarray, conds: np.ndarray, present: np.ndarray, valid: np.ndarra
 
 
 def _fit_laws(x0, conds, present, valid, true_cond_dims, kind) -> dict[int, "Mixture"]:
-    """:func:`fit`'s law of each pattern, before packing."""
+    """:func:`fit`'s law of each pattern, before packing: the Gaussian anchor's (from the joint fit
+    where target and conditions are narrow enough, else a ridge regression per pattern), and for
+    the mixture anchor, on patterns where subtypes pay (:func:`_subtype_law`), a mixture instead."""
     if kind not in FITTED:
         raise ValueError(f"anchor kind must be one of {FITTED}, got {kind!r}")
     x0, conds = np.asarray(x0, np.float64), np.asarray(conds, np.float64)
     present, valid = np.asarray(present, bool), np.asarray(valid, bool)
     N, K, C = conds.shape
     F = x0.shape[1]
-    P = n_patterns(K)
     need = 2 * F + 10
-    if kind == "gaussian" and F + sum(true_cond_dims) <= JOINT_MAX_DIMS:
-        return _joint_laws(x0, conds, present, valid, true_cond_dims)
+    joint_laws = _joint_laws(x0, conds, present, valid, true_cond_dims) \
+        if F + sum(true_cond_dims) <= JOINT_MAX_DIMS else None
     fitted: dict[int, Mixture] = {}  # coefficients and gate on the flattened, slot-padded conditions
-    for p in range(P):  # increasing p: every sub-pattern of p (a subset of its bits) is fitted before p
+    for p in range(n_patterns(K)):  # increasing p: every sub-pattern of p (a subset of its bits) is fitted before p
         slots = [k for k in range(K) if p >> k & 1]
         cols = np.concatenate([k * C + np.arange(true_cond_dims[k]) for k in slots]).astype(int) if slots \
             else np.zeros(0, int)
         rows = valid & (present[:, slots].all(axis=1) if slots else True)
         if p and rows.sum() < need:
             subs = [q for q in fitted if q & p == q and q != p]
-            fitted[p] = fitted[max(subs, key=lambda q: bin(q).count("1"))]
+            fitted[p] = joint_laws[p] if joint_laws else fitted[max(subs, key=lambda q: bin(q).count("1"))]
         elif p:
             idx = _capped(np.flatnonzero(rows), need, F, p)
             flat = conds.reshape(N, K * C)[:, cols]
+            fitted[p] = joint_laws[p] if joint_laws else _widen(_one(*ridge_gaussian(flat[idx], x0[idx])), cols, K * C)
             if kind == "mixture":  # its gate also learns from rows that have the conditions but not the target
-                gate_rows = present[:, slots].all(axis=1)
-                law = ridge_mixture(flat[idx], x0[idx], x_gate=flat[gate_rows], seed=p)
-            else:
-                law = _one(*ridge_gaussian(flat[idx], x0[idx]))
-            fitted[p] = _widen(law, cols, K * C)  # the present slots' real columns; the rest stay 0
+                law = _subtype_law(flat[idx], x0[idx], flat[present[:, slots].all(axis=1)], seed=p)
+                if law is not None:
+                    fitted[p] = _widen(law, cols, K * C)  # the present slots' real columns; the rest stay 0
+        elif joint_laws:
+            fitted[p] = joint_laws[p]
         else:
             y = x0[valid]
             cov = np.cov(y, rowvar=False).reshape(F, F) if len(y) > 1 else np.eye(F)
             fitted[p] = _one(np.zeros((K * C, F)), y.mean(axis=0) if len(y) else np.zeros(F), cov)
     return fitted
+
+
+def _subtype_law(x, y, x_gate, seed: int) -> "Mixture | None":
+    """The mixture anchor's law of one pattern (rows x f[n, P] -> y f[n, F], gate rows x_gate), or
+    None to keep the Gaussian anchor's. A screen first: :func:`mixture_cv` of one component against
+    :data:`SCREEN_COMPONENTS`; unless the mixture lowers the held-out energy score by at least
+    :data:`SUBTYPE_MIN_GAIN`, the pattern keeps the Gaussian law (and costs what it does). Past the
+    screen, :func:`ridge_mixture` chooses the number of components (None if it keeps one)."""
+    scored = mixture_cv(x, y, x_gate=x_gate, candidates=(1, min(SCREEN_COMPONENTS, MAX_COMPONENTS)), seed=seed)
+    if scored is None:
+        return None
+    mean = scored[1].mean(axis=1)
+    if mean[1] > (1 - SUBTYPE_MIN_GAIN) * mean[0]:
+        return None
+    law = ridge_mixture(x, y, x_gate=x_gate, seed=seed)
+    return None if law.gate is None else law
 
 
 def _joint_laws(x0, conds, present, valid, true_cond_dims) -> dict[int, "Mixture"]:
@@ -372,6 +398,19 @@ def ridge_mixture(x: np.ndarray, y: np.ndarray, *, x_gate: np.ndarray | None = N
     for a ``seed``, so the fit is deterministic.
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    scored = mixture_cv(x, y, x_gate=x_gate, max_components=max_components, seed=seed)
+    if scored is None:
+        return _one(*ridge_gaussian(x, y))
+    candidates, scores, gates = scored
+    return _fit_mixture(x, y, gates[candidates[choose_components(scores)]])
+
+
+def mixture_cv(x, y, *, x_gate=None, max_components: int | None = None, candidates=None, seed: int = 0):
+    """:func:`ridge_mixture`'s cross-validation: (the numbers of components tried, each held-out
+    row's energy score f64[len(candidates), rows] under each, their gates {j: gate}), or None where
+    there are too few rows (or conditions) to choose (then one component). ``candidates``: the
+    numbers of components to try, 1 first (default: :data:`COMPONENTS` up to ``max_components``)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     x_gate = x if x_gate is None else np.asarray(x_gate, np.float64)
     rng = np.random.default_rng(seed)
     if len(x_gate) > GATE_ROWS:
@@ -381,9 +420,9 @@ def ridge_mixture(x: np.ndarray, y: np.ndarray, *, x_gate: np.ndarray | None = N
     need = MIN_ROWS * F + 10  # a component's regression needs this many rows
     sel = np.sort(rng.choice(n, SELECT_ROWS, replace=False)) if n > SELECT_ROWS else np.arange(n)
     fold = rng.permutation(len(sel)) % FOLDS
-    candidates = [j for j in COMPONENTS if j <= top]
+    candidates = [j for j in COMPONENTS if j <= top] if candidates is None else list(candidates)
     if not x.shape[1] or len(sel) * (FOLDS - 1) // FOLDS < 2 * need or len(candidates) < 2:
-        return _one(*ridge_gaussian(x, y))
+        return None
     projection = _gate_projection(x_gate)  # the same for every number of components: computed once
     gates = {j: _fit_gate(x_gate, j, seed, projection) if j > 1 else None for j in candidates}  # on x alone
     scores = np.zeros((len(candidates), len(sel)))  # each row's energy score when held out, per candidate
@@ -394,11 +433,16 @@ def ridge_mixture(x: np.ndarray, y: np.ndarray, *, x_gate: np.ndarray | None = N
             law = _fit_mixture(x[fit_rows], y[fit_rows], gates[j], glob)
             scores[i, held] = energy_score(mixture_sample(law, x[sel[held]], 10, np.random.default_rng(seed)),
                                            y[sel[held]])
+    return candidates, scores, gates
+
+
+def choose_components(scores: np.ndarray) -> int:
+    """Which row of :func:`mixture_cv`'s scores f[candidates, rows] to keep: the first (fewest
+    components) whose mean is within one standard error (of the paired difference) of the best."""
     best = scores.mean(axis=1).argmin()
     diff = scores - scores[best]
-    se = diff.std(axis=1, ddof=1) / np.sqrt(len(sel))
-    chosen = candidates[int(np.flatnonzero(diff.mean(axis=1) <= se)[0])]
-    return _fit_mixture(x, y, gates[chosen])
+    se = diff.std(axis=1, ddof=1) / np.sqrt(scores.shape[1])
+    return int(np.flatnonzero(diff.mean(axis=1) <= se)[0])
 
 
 def _gate_projection(x_gate):
