@@ -97,15 +97,26 @@ def train(cohort: Cohort, out: str | Path | None, *, arch: ArchConfig = ArchConf
     run = train_model_set(run, train_c.data, train_c.masks, val_c.data, val_c.masks, progress=progress,
                           on_validation=on_validation)
     if arch.anchor == "mixture" and progress:
-        kept = {s.name: int(n) for g in run.model_set.groups.values()
-                for s, n in zip(g.specs, anchor_components(g.params["anchor"])[:, -1])}
-        print("arch.anchor = mixture: components of each model's anchor with every condition present: "
-              + ", ".join(f"{k} {v}" for k, v in kept.items()))
+        print(_mixture_summary(run.model_set))
     if train_cfg.residual_gains and arch.anchor in FITTED:  # without an anchor: nothing to scale
         _choose_residual_gains(run, val_c, progress)
         if on_validation is not None:
             on_validation(run)
     return run.model_set
+
+
+def _mixture_summary(ms: ModelSet) -> str:
+    """One line on where a mixture anchor kept subtypes: the patterns with more than one component,
+    per model, and each such model's components with every condition present."""
+    used = {s.name: u for g in ms.groups.values() for s, u in zip(g.specs, anchor_components(g.params["anchor"]))}
+    mixed = {name: u for name, u in used.items() if (u > 1).any()}
+    n_patterns = sum(len(u) for u in used.values())
+    if not mixed:
+        return (f"arch.anchor = mixture: no pattern of the {len(used)} models' anchors gained enough from subtypes; "
+                "every anchor is the Gaussian anchor's")
+    return (f"arch.anchor = mixture: subtypes kept in {sum(int((u > 1).sum()) for u in mixed.values())} of "
+            f"{n_patterns} patterns, in {len(mixed)} of {len(used)} models (components with every condition "
+            "present): " + ", ".join(f"{k} {int(u[-1])}" for k, u in mixed.items()))
 
 
 def _choose_residual_gains(run, val_c: Cohort, progress: bool) -> None:

@@ -246,10 +246,17 @@ def test_a_mixture_anchored_model_set_trains_saves_and_samples(tiny_cohort, tmp_
                         schedule_cfg=TINY_SCHED, train_cfg=tcfg, progress=True)
     assert all("residual_gain" in v for v in ms.val_metrics.values())
     said = capsys.readouterr().out
-    assert "components of each model's anchor" in said and f"{ms.modalities[0]}_from_multi" in said
     g = next(iter(ms.groups.values()))
     used = anchor.components(g.params["anchor"])
     assert used.shape == g.params["anchor"]["bias"].shape[:2] and used.min() >= 1 and used.max() <= 2
+    # the summary line names every model with a mixture pattern, or says there is none
+    assert pipeline._mixture_summary(ms) in said
+    per_model = {s.name: anchor.components(grp.params["anchor"])[i] for grp in ms.groups.values()
+                 for i, s in enumerate(grp.specs)}
+    mixed = [name for name, u in per_model.items() if (u > 1).any()]
+    for name in mixed:
+        assert f" {name} {per_model[name][-1]}" in said
+    assert ("every anchor is the Gaussian anchor's" in said) == (not mixed)
     # the component axis is what the group's fit needs, and the config (hence the checkpoint) says so
     assert g.params["anchor"]["gate_logw"].shape[-1] == g.dcfg.anchor_components == used.max()
     assert np.abs(np.asarray(g.params["anchor"]["coef"])).max() > 0.05  # fitted, not the zero template
@@ -280,3 +287,21 @@ def test_bad_anchor_kind_and_too_few_rows_for_the_mixture_baseline_are_named():
     train["t"][0] = 1.0  # one complete training row
     with pytest.raises(ValueError, match="mixture model of 't' needs at least 2 complete training rows, got 1"):
         mixture_conditional_sample(train, {"a": rng.normal(size=(4, 2))}, ["a"], "t")
+
+
+def test_the_training_summary_names_the_models_with_subtypes():
+    """pipeline._mixture_summary counts the patterns with more than one component and names each
+    model that has one, with its components given every condition (the last pattern)."""
+    from types import SimpleNamespace
+
+    E = anchor.EMPTY
+    logw = np.array([[[0.0, E, E], [0.0, E, E]],            # a: one component everywhere
+                     [[0.0, E, E], [0.0, -1.0, E]],         # b: two in its full pattern
+                     [[0.0, -1.0, -2.0], [0.0, E, E]]])     # c: three in its empty pattern only
+    group = SimpleNamespace(specs=[SimpleNamespace(name=n) for n in "abc"], params={"anchor": {"gate_logw": logw}})
+    said = pipeline._mixture_summary(SimpleNamespace(groups={"g": group}))
+    assert said == ("arch.anchor = mixture: subtypes kept in 2 of 6 patterns, in 2 of 3 models (components with "
+                    "every condition present): b 2, c 1")
+    group.params["anchor"]["gate_logw"] = logw[:1]
+    group.specs = group.specs[:1]
+    assert pipeline._mixture_summary(SimpleNamespace(groups={"g": group})).endswith("every anchor is the Gaussian anchor's")
