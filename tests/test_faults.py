@@ -261,9 +261,9 @@ def test_sigkill_during_impute_leaves_no_partial_table(work, tmp_path):
             "--max-batch", "64", "--quiet"]
     proc = subprocess.Popen([sys.executable, "-m", "cgjax", *args], env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    try:  # kill once sampling is under way (the directory is claimed just before it starts)
-        assert _wait_for(lambda: (out / "cgjax_imputation.json").exists(), proc)
-        time.sleep(2.0)
+    try:  # kill as soon as the first table is in place, while the next ones are being sampled (a
+        # fixed delay raced: on an idle machine impute could finish first)
+        assert _wait_for(lambda: any(out.glob("*.parquet")), proc, poll=0.002), "impute ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
