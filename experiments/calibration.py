@@ -221,8 +221,8 @@ def run_cell(law_name, n_samples: int, args, solvers: dict) -> list[dict]:
     combos = [(c, L) for c in args.compositions for L in args.corrector_steps]
     for method in args.methods:
         for (name, solver), (composition, L) in itertools.product(solvers.items(), combos):
-            if composition == "product" and method != "coherent":
-                continue  # a product of experts combines the coherent ensemble's members
+            if composition != "average" and method != "coherent":
+                continue  # a product of experts, or the anchored average, combines the coherent ensemble's members
             t1 = time.time()
             samples = draw(ms, target, given, method, solver, args.coverage_replicates, args.seed + 7,
                            composition, L, args.corrector_snr)
@@ -375,7 +375,7 @@ def main(argv=None):
     ap.add_argument("--no-prob-baselines", action="store_true",
                     help="skip the probabilistic baselines (gaussian_sample, joint_gaussian_sample, mixture_sample, "
                          "mice_sample, knn_sample k=10)")
-    ap.add_argument("--compositions", nargs="+", default=["average"], choices=("average", "product"),
+    ap.add_argument("--compositions", nargs="+", default=["average"], choices=("average", "product", "anchored"),
                     help="coherent compositions (SampleOptions.composition), a row each")
     ap.add_argument("--corrector-steps", type=int, nargs="+", default=[0],
                     help="Langevin corrector steps per timestep (SampleOptions.corrector_steps), a row each")

@@ -411,3 +411,56 @@ def test_bad_anchor_is_a_config_error():
         denoiser.DenoiserConfig(anchor="auto", x_dim=2, cond_dims=(1,))
     with pytest.raises(ConfigError, match="at most 6 conditions"):
         denoiser.DenoiserConfig(anchor="gaussian", x_dim=2, cond_dims=(1,) * 7)
+
+
+def _zero_networks(ms):
+    """A copy of ``ms`` whose networks output 0 (last layer zeroed): each model is its anchor alone."""
+    groups = {}
+    for name, g in ms.groups.items():
+        params = dict(g.params)
+        params["layers"] = list(params["layers"])
+        params["layers"][-1] = jax.tree.map(jnp.zeros_like, params["layers"][-1])
+        groups[name] = dataclasses.replace(g, params=params)
+    return dataclasses.replace(ms, groups=groups)
+
+
+def test_anchored_composition_of_anchors_alone_is_the_multi_models_anchor(tiny_cohort, anchored):
+    """With every network zeroed, ``--composition anchored`` samples the multi model's anchor law for
+    each row's own pattern of conditions: the multi model's trajectories (same noise), on test rows
+    that miss some modalities. The average of the same members does not."""
+    from cgjax.ensemble import sample_target
+    from cgjax.errors import CgjaxError
+    from cgjax.sampling.options import SampleOptions
+
+    ms = _zero_networks(anchored[0])
+    test = pipeline.scaled_inputs(ms, tiny_cohort.split("test"))
+    target = ms.modalities[0]
+    given = {m: test[m][:24] for m in ms.modalities if m != target}
+    given[ms.modalities[1]][:8] = np.nan  # rows without the first condition: another pattern
+    no_rej = RejectionConfig(enabled=False)
+    run = lambda **kw: sample_target(ms, target, given, SampleOptions(replicates=2, seed=5, rejection=no_rej, **kw)).x
+    multi = run(method="multi")
+    anchored_x = run(method="coherent", composition="anchored")
+    np.testing.assert_allclose(anchored_x, multi, rtol=1e-4, atol=1e-4)
+    assert np.abs(run(method="coherent") - multi).max() > 1e-2
+    # a model that kept the plain network (all-zero anchor, --anchor auto) is refused, not used
+    plain = dataclasses.replace(ms, groups=dict(ms.groups))
+    mgroup, idx = plain.find(f"{target}_from_multi")
+    params = dict(mgroup.params)
+    params["anchor"] = jax.tree.map(lambda a: a.at[idx].set(0), params["anchor"])
+    plain.groups[mgroup.name] = dataclasses.replace(mgroup, params=params)
+    with pytest.raises(CgjaxError, match=f"{target}_from_multi'\\] kept the plain network") as e:
+        sample_target(plain, target, given, SampleOptions(composition="anchored"))
+    assert "\n" not in str(e.value)
+
+
+def test_anchored_composition_refuses_models_without_an_anchor(tiny_trained):
+    from cgjax.ensemble import sample_target
+    from cgjax.errors import CgjaxError
+    from cgjax.sampling.options import SampleOptions
+
+    ms = tiny_trained[0]
+    target = ms.modalities[0]
+    given = {m: np.zeros((3, ms.dims[m]), np.float32) for m in ms.modalities if m != target}
+    with pytest.raises(CgjaxError, match="--composition anchored needs models with an anchor"):
+        sample_target(ms, target, given, SampleOptions(composition="anchored"))

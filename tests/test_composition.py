@@ -1,7 +1,5 @@
-"""Compositions (average, product of experts) and the Langevin corrector of the ensemble sampler,
-against float64 moment propagation of linear-Gaussian oracles (cgjax.sampling.composition)."""
-
-import dataclasses
+"""Compositions (average, product of experts, anchored) and the Langevin corrector of the ensemble
+sampler, against float64 moment propagation of linear-Gaussian oracles (cgjax.sampling.composition)."""
 
 import jax
 import jax.numpy as jnp
@@ -220,3 +218,84 @@ def test_single_cond_dropout_masks_the_condition():
     frac = 1 - float(jnp.mean(m1))
     assert abs(frac - 0.3) < 4 * np.sqrt(0.21 / size)
     np.testing.assert_array_equal(c1, c0 * m1[..., None])  # a masked condition is zeroed
+
+
+# ---- anchored: the members' residuals around the anchor of the row's whole pattern ----------------
+
+def _pattern_anchor(slots=(0, 1)):
+    """The Gaussian anchor (cgjax.diffusion.anchor's arrays) of a 2-slot multi model for this law:
+    pattern p (bit k: slot k given) has the posterior given the conditions in those slots, where
+    slot k holds condition ``slots.index(k)``; the means are constants (coef 0), as C is fixed."""
+    P, F = 4, 2
+    bias, eig = np.zeros((P, F)), np.zeros((P, F))
+    for p in range(P):
+        m, v = posterior(tuple(slots.index(k) for k in range(2) if p >> k & 1))
+        bias[p], eig[p] = m, v
+    return {"coef": jnp.zeros((P, 2, F)), "bias": jnp.asarray(bias, jnp.float32),
+            "basis": jnp.tile(jnp.eye(F), (P, 1, 1)), "eig": jnp.asarray(eig, jnp.float32)}
+
+
+def _members_with_anchor(shift):
+    """Two members: anchor A_m the exact eps of posterior((m,)) (the model's ``offset``), network
+    residual the constant shift[m] (eps units)."""
+    from cgjax.sampling.algebra import Model
+
+    def prepare(params, batch_stats, conds, masks):
+        return None
+
+    def net(prepared, x_t, t):
+        return jnp.broadcast_to(jnp.asarray(shift, jnp.float32)[:, None, None], (2,) + x_t.shape)
+
+    def offset(prepared, x_t, abar):
+        t = jnp.argmin(jnp.abs(SCHEDULE.alpha_bars - abar))
+        return jnp.stack([_gauss_eps(x_t, t, *posterior((m,))) for m in range(2)])
+
+    return Model(prepare, net, 2, "eps", offset)
+
+
+def _fixed_members(eps_of_member):
+    """A model whose member m outputs eps_of_member(m, x_t, t) (no anchor): the reference."""
+    return eps_model(lambda p, b, x_t, t, c, m: jnp.stack([eps_of_member(i, x_t, t) for i in range(2)]), 2)
+
+
+def _anchored_run(shift, weights, slots=(0, 1), N=4000):
+    sampler = make_sampler(_members_with_anchor(shift), SCHEDULE, rejection=NO_REJECT, composition="anchored",
+                           base_slots=tuple(slots) + (2,))
+    params = {"members": None, "base": _pattern_anchor(slots)}
+    return sampler(params, None, jax.random.PRNGKey(0), jnp.zeros((N, 2, 1, 1)), jnp.ones((N, 2, 1)),
+                   jnp.broadcast_to(jnp.asarray(weights, jnp.float32), (N, 2)), jnp.arange(N)).x0
+
+
+def test_anchored_with_zero_residuals_samples_the_whole_pattern_posterior():
+    """Residuals 0: the anchored composition is the exact denoiser of x | c_1, c_2 (float64 moment
+    propagation), where the average of the same two members is too wide and shrunk."""
+    x = np.asarray(_anchored_run((0.0, 0.0), (0.5, 0.5)), np.float64).ravel()
+    mean, var = oracle_moments("exact")
+    n = len(x)
+    assert abs(x.mean() - mean) < 4 * np.sqrt(var / n), (x.mean(), mean)
+    assert abs(x.var() / var - 1) < 4 * np.sqrt(2 / n), (x.var(), var)
+
+
+@pytest.mark.parametrize("weights,slots", [((0.3, 0.7), (0, 1)), ((1.0, 0.0), (0, 1)), ((1.0, 0.0), (1, 0)),
+                                           ((0.0, 1.0), (1, 0))])
+def test_anchored_is_the_base_anchor_plus_the_weighted_residuals(weights, slots):
+    """eps = A_base + sum_m w_m (eps_m - A_m), A_base the anchor of the pattern of the members with
+    weight > 0, in the multi model's slots: the same trajectories as an average of members that each
+    output A_base + r_m directly."""
+    shift = (0.3, -0.2)
+    which = tuple(m for m in range(2) if weights[m] > 0)
+    base = lambda x_t, t: _gauss_eps(x_t, t, *posterior(which))
+    ref = make_sampler(_fixed_members(lambda m, x_t, t: base(x_t, t) + shift[m]), SCHEDULE, rejection=NO_REJECT)
+    N = 64
+    want = ref(None, None, jax.random.PRNGKey(0), jnp.zeros((N, 2, 1, 1)), jnp.ones((N, 2, 1)),
+               jnp.broadcast_to(jnp.asarray(weights, jnp.float32), (N, 2)), jnp.arange(N)).x0
+    np.testing.assert_allclose(_anchored_run(shift, weights, slots, N=N), want, rtol=1e-4, atol=1e-4)
+
+
+def test_anchored_refuses_a_model_without_an_anchor():
+    with pytest.raises(ConfigError, match="--composition anchored needs models with an anchor"):
+        make_sampler(two_members(2), SCHEDULE, composition="anchored", base_slots=(0, 1, 2))
+    with pytest.raises(ConfigError, match="--composition anchored .*unconditional"):
+        SampleOptions(composition="anchored", unconditional=True)
+    with pytest.raises(ConfigError, match="--composition anchored combines the single models"):
+        SampleOptions(composition="anchored", method="multi")

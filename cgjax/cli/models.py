@@ -330,9 +330,12 @@ def add_parser(sub) -> None:
     p.add_argument("--max-attempts", type=int, default=10,
                    help="trajectories tried per row before keeping the least incoherent one")
     p.add_argument("--no-rejection", action="store_true", help="accept every trajectory (no coherence test)")
-    p.add_argument("--composition", default="average", choices=("average", "product"),
-                   help="how coherent members combine: weighted average of their noise (paper) or product of "
-                        "experts (needs models trained with single_cond_dropout > 0)")
+    # the names of cgjax.sampling.composition.COMPOSITIONS (written out: the CLI imports no jax to parse)
+    p.add_argument("--composition", default="average", choices=("average", "product", "anchored"),
+                   help="how coherent members combine: weighted average of their noise (paper), product of "
+                        "experts (needs models trained with single_cond_dropout > 0), or anchored (the average of "
+                        "the members' residuals around the multi model's anchor for the row's conditions; needs "
+                        "models with an anchor, as the quick preset has)")
     p.add_argument("--corrector-steps", type=int, default=0,
                    help="Langevin corrector steps at each timestep before the solver step (default 0: none)")
     p.add_argument("--corrector-snr", type=float, default=0.5,

@@ -31,11 +31,39 @@ from cgjax.sampling.weights import best_available, ensemble_weights
 
 @functools.lru_cache(maxsize=None)
 def _ensemble_sampler(dcfg, schedule_cfg, rejection, return_distance, solver, composition="average",
-                      corrector_steps=0, corrector_snr=0.5):
+                      corrector_steps=0, corrector_snr=0.5, base_slots=None):
     schedule = make_schedule(schedule_cfg)
     return make_sampler(make_model(dcfg, schedule.timesteps), schedule, rejection=rejection,
                         return_distance=return_distance, solver=solver, composition=composition,
-                        corrector_steps=corrector_steps, corrector_snr=corrector_snr)
+                        corrector_steps=corrector_steps, corrector_snr=corrector_snr, base_slots=base_slots)
+
+
+def _base_anchor(ms: ModelSet, target: str, group, sources: list[str], member_params):
+    """For ``--composition anchored``: the anchor of ``target``'s multi-condition model (one model's
+    arrays) and the slots of its conditions that ``sources`` (the coherent members' conditions, in
+    order) fill, followed by its number of slots (:func:`cgjax.sampling.coherent.make_sampler`).
+    Every model involved must have a fitted anchor: a model that kept the plain network
+    (``--anchor auto``) has an all-zero one, and the composition would be silently wrong."""
+    name = f"{target}_from_multi"
+    try:
+        mgroup, idx = ms.find(name)
+    except CgjaxError:
+        raise CgjaxError(f"--composition anchored takes the anchor of '{name}', which this model set lacks: "
+                         "use --composition average") from None
+    for g, what in ((group, f"'{target}_from_{sources[0]}'"), (mgroup, f"'{name}'")):
+        if g.dcfg.anchor == "none":
+            raise CgjaxError(f"--composition anchored needs models with an anchor, but {what} has none "
+                             "(trained with anchor = \"none\"): use --composition average")
+    params, _ = mgroup.member([idx])
+    names = [f"{target}_from_{s}" for s in sources] + [name]
+    bases = [*np.asarray(member_params["anchor"]["basis"]), np.asarray(params["anchor"]["basis"])[0]]
+    unfitted = [n for n, b in zip(names, bases) if not np.any(b)]
+    if unfitted:
+        raise CgjaxError(f"--composition anchored needs a fitted anchor in every model it combines, but "
+                         f"{unfitted} kept the plain network (anchor all zero): use --composition average")
+    conds = list(mgroup.specs[idx].conds)
+    base = jax.tree.map(lambda a: a[0], params["anchor"])
+    return base, tuple(conds.index(s) for s in sources) + (len(conds),)
 
 
 @dataclasses.dataclass
@@ -153,9 +181,14 @@ def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray
     n_total = N + row_offset if n_total is None else n_total
     key = jax.random.PRNGKey(options.seed) if key is None else key
     params, stats = group.member(members)
+    base_slots = None
+    if options.composition == "anchored":
+        sources = [m for m in ms.modalities if m != target]
+        base, base_slots = _base_anchor(ms, target, group, [sources[i] for i in used], params)
+        params = {"members": params, "base": base}
     sampler = _ensemble_sampler(group.dcfg, ms.schedule_cfg, rejection if method == "coherent" else
                                 dataclasses.replace(rejection, enabled=False), return_distance, solver,
-                                options.composition, options.corrector_steps, options.corrector_snr)
+                                options.composition, options.corrector_steps, options.corrector_snr, base_slots)
     n_dev = 1 if mesh is None else mesh.size
     max_batch = options.max_batch
     if max_batch is None:

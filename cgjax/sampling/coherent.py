@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from cgjax._validate import is_int, is_real
+from cgjax.diffusion import anchor as anchor_lib
 from cgjax.diffusion.parametrisation import to_eps
 from cgjax.diffusion.schedule import Schedule
 from cgjax.errors import ConfigError
@@ -138,7 +139,8 @@ def retry_sizes(n: int) -> tuple[int, ...]:
 
 def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig = RejectionConfig(),
                  return_distance: bool = False, solver: SolverConfig = SolverConfig(),
-                 composition: str = "average", corrector_steps: int = 0, corrector_snr: float = 0.5):
+                 composition: str = "average", corrector_steps: int = 0, corrector_snr: float = 0.5,
+                 base_slots: tuple[int, ...] | None = None):
     """Build the jitted ensemble sampler of ``model`` (:class:`cgjax.sampling.algebra.Model`; for a
     trained network, :func:`cgjax.sampling.algebra.make_model`).
 
@@ -157,32 +159,60 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
     ``composition`` (``average``, the paper's, or ``product``) and ``corrector_steps`` /
     ``corrector_snr`` (Langevin steps at each visited level before the solver step) are described in
     :mod:`cgjax.sampling.composition`. ``product`` runs the members a second time per evaluation with
-    every condition masked (their unconditional predictions). The coherence distance d is always
-    measured on the members' conditional eps at the solver's evaluation, as without these options.
+    every condition masked (their unconditional predictions). ``anchored`` needs a model with an
+    anchor (``model.offset``) and the anchor of the target's multi-condition model: ``params`` is then
+    ``{"members": the stacked members' params, "base": that anchor's arrays (one model, not
+    stacked)}``, and ``base_slots`` (static) gives, per member, the condition slot of the multi model
+    its condition fills, followed by the multi model's number of slots; a row's base pattern is the
+    set of its members with weight > 0. The coherence distance d is always measured on the members'
+    conditional eps at the solver's evaluation, as without these options.
     """
     comp.validate(composition, corrector_steps, corrector_snr, owner="make_sampler")
+    if composition == "anchored" and (model.offset is None or not base_slots):
+        raise ConfigError("--composition anchored needs models with an anchor (ArchConfig.anchor) and the "
+                          "multi model's anchor with its condition slots (make_sampler's base_slots)")
     sol = make_solver(schedule, solver)
     K = len(sol.timesteps)
     T = schedule.timesteps
     F = model.x_dim
     timesteps = jnp.asarray(sol.timesteps, jnp.int32)
 
-    def prepare(params, batch_stats, conds, masks):
-        """The prepared model, and for ``product`` the same members with every condition masked."""
+    def prepare(params, batch_stats, conds, masks, weights):
+        """The prepared model, and for ``product`` the same members with every condition masked, for
+        ``anchored`` the multi model's anchor prepared for each row's pattern."""
+        if composition == "anchored":
+            *slots, n_slots = base_slots
+            N = conds.shape[0]
+            C = max(conds.shape[-1], params["base"]["coef"].shape[-2] // n_slots)  # the wider slot width
+            base_conds = jnp.zeros((N, n_slots, C), conds.dtype).at[:, jnp.asarray(slots), :conds.shape[-1]].set(
+                conds[:, :, 0])
+            base_masks = jnp.zeros((N, n_slots), conds.dtype).at[:, jnp.asarray(slots)].set(
+                (weights > 0).astype(conds.dtype))
+            return (model.prepare(params["members"], batch_stats, conds, masks),
+                    anchor_lib.prepare(params["base"], base_conds, base_masks))
         prepared = model.prepare(params, batch_stats, conds, masks)
         if composition != "product":
             return prepared, None
         return prepared, model.prepare(params, batch_stats, jnp.zeros_like(conds), jnp.zeros_like(masks))
 
-    def member_eps(prepared, x_t, t):
+    def as_eps(out, x_t, t):
         # the members' outputs as noise predictions (identity for the paper's eps-prediction)
+        return to_eps(model.parametrisation, out, x_t[None], schedule.alpha_bars[t])
+
+    def member_eps(prepared, x_t, t):
         out = model.eps(prepared, x_t, t)
         if model.offset is not None:  # e.g. the Gaussian anchor, in the output's units
             out = out + model.offset(prepared, x_t, schedule.alpha_bars[t])
-        return to_eps(model.parametrisation, out, x_t[None], schedule.alpha_bars[t])
+        return as_eps(out, x_t, t)
 
     def composed(both, weights, x_t, t):
         """(the composed eps f32[N, F], the members' conditional eps f32[M, N, F]) at (x_t, t)."""
+        if composition == "anchored":
+            abar = schedule.alpha_bars[t]
+            offset = model.offset(both[0], x_t, abar)
+            eps_all = as_eps(model.eps(both[0], x_t, t) + offset, x_t, t)
+            base = anchor_lib.predict(both[1], x_t, abar, "eps")
+            return comp.anchored(eps_all, as_eps(offset, x_t, t), base, weights), eps_all
         eps_all = member_eps(both[0], x_t, t)  # [M, N, F]
         if composition == "product":
             return comp.product(eps_all, member_eps(both[1], x_t, t), weights), eps_all
@@ -225,7 +255,7 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
     def sample(params, batch_stats, key, conds, masks, weights, row_ids):
         N = conds.shape[0]
         # once per call: folding, time tables, condition projections of every row
-        prepared = prepare(params, batch_stats, conds, masks)
+        prepared = prepare(params, batch_stats, conds, masks, weights)
         x0, n_bad, dist = trajectory(prepared, jax.random.fold_in(key, 0), weights, row_ids)
         frac = n_bad.astype(jnp.float32) / K  # over the K steps taken
         if not rejection.enabled:
@@ -245,7 +275,7 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
                     if size == N:  # everything pending: no gather, reuse the prepared model
                         return trajectory(prepared, akey, weights, row_ids)
                     idx = order[:size]
-                    sub = prepare(params, batch_stats, conds[idx], masks[idx])
+                    sub = prepare(params, batch_stats, conds[idx], masks[idx], weights[idx])
                     x, nb, d = trajectory(sub, akey, weights[idx], row_ids[idx])
                     scatter = lambda a: jnp.zeros((N,) + a.shape[1:], a.dtype).at[idx].set(a)
                     return scatter(x), scatter(nb), (None if d is None else scatter(d))

@@ -24,6 +24,21 @@ available members, 0 for the others) and member predictions eps_m[n]:
   the diffused conditionals are no longer a product, so the composed score is an approximation there
   (a Gaussian example: docs/calibration.md), which corrector steps reduce.
 
+* ``anchored``: for models with an anchor (``ArchConfig.anchor``, :mod:`cgjax.diffusion.anchor`),
+  each member's output is its anchor plus a network residual, eps_m = A_m + r_m, where A_m is the
+  exact denoiser of the member's fitted law of the target given its *one* condition. The average
+  averages those laws too: each is wider than the law given every condition the row has, which is
+  why ``average`` is over-dispersed where every condition narrows the target. ``anchored`` keeps
+  the average of the residuals only and takes the anchor of the row's whole pattern of conditions,
+  A_base, from the target's multi-condition model (its fitted conditional given exactly the
+  conditions the row has):
+
+      eps[n] = A_base[n] + sum_m w[n, m] (eps_m[n] - A_m[n]).
+
+  With residuals of zero it samples the multi model's anchor law; the networks' corrections are
+  still those of the single-condition models, averaged as the paper averages them. Everything is
+  in eps units (each member's output converted first).
+
 Langevin corrector (``SampleOptions.corrector_steps`` = L, ``corrector_snr`` = r): before the solver
 step at each visited timestep t, L steps of unadjusted Langevin dynamics at level t with the composed
 eps as score, score = -eps / sigma_t (sigma_t = sqrt(1 - abar_t)):
@@ -48,7 +63,7 @@ import jax.numpy as jnp
 from cgjax._validate import is_int, is_real
 from cgjax.errors import ConfigError
 
-COMPOSITIONS = ("average", "product")
+COMPOSITIONS = ("average", "product", "anchored")
 CORRECTOR_NOISE_TAG = 2 ** 31 - 1  # folded into the key before the corrector's noise (the predictor's never is)
 
 
@@ -87,3 +102,9 @@ def langevin_step(x, eps, z, alpha_t, alpha_bar_t, snr: float):
     """One Langevin step at level t: x - (h / sigma_t) eps + sqrt(2 h) z (module docstring)."""
     h = corrector_step_size(alpha_t, alpha_bar_t, snr)
     return x - (h / jnp.sqrt(1.0 - alpha_bar_t)) * eps + jnp.sqrt(2.0 * h) * z
+
+
+def anchored(eps_all, anchor_eps_all, base_eps, weights):
+    """The anchored consensus: base_eps + sum_m w[n, m] (eps_m - A_m), with the members' anchors'
+    eps anchor_eps_all f32[M, N, F] and the row's whole-pattern anchor base_eps f32[N, F]."""
+    return base_eps + average(eps_all - anchor_eps_all, weights)

@@ -39,7 +39,9 @@ class SampleOptions:
     max_batch: (row, replicate) pairs per compiled call (None: from the device's memory); the
       samples do not depend on it.
     composition: how the coherent members' predictions are combined, ``average`` (the paper's) or
-      ``product`` (product of experts; needs models trained with ``single_cond_dropout > 0``).
+      ``product`` (product of experts; needs models trained with ``single_cond_dropout > 0``) or
+      ``anchored`` (the members' residuals averaged around the multi model's anchor for the row's
+      conditions; needs models with an anchor).
     corrector_steps, corrector_snr: Langevin corrector steps per visited timestep (0: none, the
       paper's) and their signal-to-noise ratio r (:mod:`cgjax.sampling.composition`).
     """
@@ -83,9 +85,12 @@ class SampleOptions:
         if self.max_batch is not None and not (is_int(self.max_batch) and self.max_batch >= 1):
             raise ConfigError(f"--max-batch (SampleOptions.max_batch) must be an integer >= 1, got {self.max_batch!r}")
         validate_composition(self.composition, self.corrector_steps, self.corrector_snr, owner="SampleOptions")
-        if self.composition == "product" and self.method != "coherent":
-            raise ConfigError(f"--composition product combines the single models of --method coherent, "
+        if self.composition != "average" and self.method != "coherent":
+            raise ConfigError(f"--composition {self.composition} combines the single models of --method coherent, "
                               f"not --method {self.method}")
+        if self.composition == "anchored" and self.unconditional:
+            raise ConfigError("--composition anchored takes the anchor of the conditions each row has; "
+                              "unconditional generation has none: use --composition average")
 
 
 def describe_solver(s: SolverConfig) -> str:
