@@ -90,11 +90,13 @@ def complete(ms, cohort: Cohort, tables: Mapping[str, pd.DataFrame], replicates:
 
 def provenance(checkpoint, options: SampleOptions) -> dict:
     """How an imputation was made, for :attr:`Completion.provenance` (the h5mu's ``uns["cgjax"]``):
-    the checkpoint, method, sampler, its steps (-1: every timestep) and eta (-1: the sampler has
-    none; only DDIM does), seed, replicates and the cgjax version. One record for ``cgjax impute
+    the checkpoint, method, composition (as asked: ``auto`` is ``anchored`` for a target whose
+    models all have a fitted anchor, else ``average``), sampler, its steps (-1: every timestep) and
+    eta (-1: the sampler has none; only DDIM does), seed, replicates and the cgjax version. One record for ``cgjax impute
     --complete`` and :class:`cgjax.Imputer`."""
     solver = options.solver
-    return {"checkpoint": str(checkpoint), "method": options.method, "sampler": solver.kind,
+    return {"checkpoint": str(checkpoint), "method": options.method, "composition": options.composition,
+            "sampler": solver.kind,
             "steps": -1 if solver.steps is None else int(solver.steps),
             "eta": float(solver.eta) if solver.kind == "ddim" else -1.0, "seed": int(options.seed),
             "replicates": int(options.replicates), "cgjax_version": __import__("cgjax").__version__}

@@ -429,6 +429,7 @@ def test_anchored_composition_of_anchors_alone_is_the_multi_models_anchor(tiny_c
     each row's own pattern of conditions: the multi model's trajectories (same noise), on test rows
     that miss some modalities. The average of the same members does not."""
     from cgjax.ensemble import sample_target
+    from cgjax.ensemble.sample import composition_for
     from cgjax.errors import CgjaxError
     from cgjax.sampling.options import SampleOptions
 
@@ -442,7 +443,7 @@ def test_anchored_composition_of_anchors_alone_is_the_multi_models_anchor(tiny_c
     multi = run(method="multi")
     anchored_x = run(method="coherent", composition="anchored")
     np.testing.assert_allclose(anchored_x, multi, rtol=1e-4, atol=1e-4)
-    assert np.abs(run(method="coherent") - multi).max() > 1e-2
+    assert np.abs(run(method="coherent", composition="average") - multi).max() > 1e-2
     # a model that kept the plain network (all-zero anchor, --anchor auto) is refused, not used
     plain = dataclasses.replace(ms, groups=dict(ms.groups))
     mgroup, idx = plain.find(f"{target}_from_multi")
@@ -452,15 +453,30 @@ def test_anchored_composition_of_anchors_alone_is_the_multi_models_anchor(tiny_c
     with pytest.raises(CgjaxError, match=f"{target}_from_multi'\\] kept the plain network") as e:
         sample_target(plain, target, given, SampleOptions(composition="anchored"))
     assert "\n" not in str(e.value)
+    # the default (auto) is anchored here, and the average where a model kept the plain network
+    assert composition_for(ms, target, SampleOptions()) == "anchored"
+    np.testing.assert_array_equal(run(method="coherent", composition="auto"), anchored_x)
+    assert composition_for(plain, target, SampleOptions()) == "average"
+    avg = SampleOptions(replicates=2, seed=5, rejection=no_rej, composition="average")
+    np.testing.assert_array_equal(sample_target(plain, target, given, dataclasses.replace(avg, composition="auto")).x,
+                                  sample_target(plain, target, given, avg).x)
+    assert composition_for(ms, target, SampleOptions(unconditional=True)) == "average"
+    assert composition_for(ms, target, SampleOptions(method="multi")) == "average"
 
 
-def test_anchored_composition_refuses_models_without_an_anchor(tiny_trained):
+def test_anchored_composition_refuses_models_without_an_anchor_and_auto_averages(tiny_trained):
     from cgjax.ensemble import sample_target
+    from cgjax.ensemble.sample import composition_for
     from cgjax.errors import CgjaxError
     from cgjax.sampling.options import SampleOptions
 
     ms = tiny_trained[0]
     target = ms.modalities[0]
     given = {m: np.zeros((3, ms.dims[m]), np.float32) for m in ms.modalities if m != target}
-    with pytest.raises(CgjaxError, match="--composition anchored needs models with an anchor"):
+    with pytest.raises(CgjaxError, match="--composition anchored: it needs models with an anchor") as e:
         sample_target(ms, target, given, SampleOptions(composition="anchored"))
+    assert "use --composition average" in str(e.value) and "\n" not in str(e.value)
+    assert composition_for(ms, target, SampleOptions()) == "average"
+    opts = SampleOptions(replicates=2, seed=1)
+    np.testing.assert_array_equal(sample_target(ms, target, given, opts).x,
+                                  sample_target(ms, target, given, dataclasses.replace(opts, composition="average")).x)

@@ -54,7 +54,7 @@ def test_complete_writes_every_sample_flagged_in_the_cohorts_format(cohort_dir, 
         n_imp = int((~cohort.masks[m]).sum())
         assert f"{m}: {cohort.n_samples} samples ({n_imp} imputed) x 2 replicate(s), coherent, ddim (eta 0, 5 steps)" \
             in printed
-    assert "samples x 2 replicate(s), coherent, ddim (eta 0, 5 steps) ->" in printed  # the plain impute line
+    assert "samples x 2 replicate(s), coherent, ddim (eta 0, 5 steps), average composition ->" in printed  # the plain impute line
 
 
 def test_format_h5mu_round_trip(cohort_dir, tmp_path):
@@ -68,7 +68,7 @@ def test_format_h5mu_round_trip(cohort_dir, tmp_path):
         warnings.simplefilter("ignore")
         md = mudata.read_h5mu(f)
     uns = md.uns["cgjax"]
-    assert uns["method"] == "coherent" and uns["sampler"] == "ddim" and uns["seed"] == 1
+    assert uns["method"] == "coherent" and uns["composition"] == "auto" and uns["sampler"] == "ddim" and uns["seed"] == 1
     assert (uns["steps"], uns["eta"], uns["replicates"]) == (5, 0.0, 1)  # FAST: ddim, eta 0, 5 steps; 1 replicate
     assert uns["checkpoint"].endswith("synthetic_default")
     back = read_mudata(f)

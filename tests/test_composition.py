@@ -167,9 +167,13 @@ def test_corrector_and_product_are_deterministic_and_chunk_invariant():
     assert not np.allclose(go(ids, 0, NO_REJECT).x0, go(ids, 2, NO_REJECT).x0)
 
 
-def test_default_is_average_without_corrector():
+def test_defaults_auto_without_corrector_and_make_sampler_averages():
+    """SampleOptions default to ``auto`` (resolved per model set: tests/test_anchor.py); the sampler
+    itself averages unless told otherwise, and refuses an unresolved ``auto``."""
     opts = SampleOptions()
-    assert (opts.composition, opts.corrector_steps) == ("average", 0)
+    assert (opts.composition, opts.corrector_steps) == ("auto", 0)
+    with pytest.raises(ConfigError, match="resolve 'auto'"):
+        make_sampler(two_members(2), SCHEDULE, composition="auto")
     a = run(N=50)
     sampler = make_sampler(two_members(2), SCHEDULE, rejection=NO_REJECT)
     b = sampler(None, None, jax.random.PRNGKey(0), jnp.zeros((50, 2, 1, 1)), jnp.ones((50, 2, 1)),

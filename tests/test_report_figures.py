@@ -89,6 +89,7 @@ def test_quickstart_report_embeds_checked_figures(tiny_cohort, tiny_trained, tmp
     options = SampleOptions(replicates=R, seed=0)
     report = write_quick_report(ms, test, default_law(dim=6), tmp_path, options, seconds={"start": 0.0, "train": 1.0})
     assert (tmp_path / "report.md").read_text() == report
+    assert "`coherent` combines the single models with the average composition" in report  # no anchor
     links = assert_report_figures(tmp_path / "report.md")
     assert links == ["figures/reconstruction.png", "figures/calibration.png", "figures/manifold.png"]
     records = json.loads((tmp_path / "metrics.json").read_text())["reconstruction"]

@@ -198,9 +198,13 @@ def cmd_impute(args) -> int:
                              mesh="auto", out_dir=None if embedding is not None else out)
     if embedding is not None:
         tables = decode_imputations(tables, embedding)
-    how = describe_options(options)
+    from cgjax.ensemble.sample import composition_for
+
     for m, df in tables.items():
         rows = int((~cohort.masks[m]).sum()) if m in cohort.masks else cohort.n_samples
+        how = describe_options(options)
+        if options.method == "coherent":
+            how += f", {composition_for(ms, m, options)} composition"
         if isinstance(df, Path):
             if distributed.is_primary():
                 print(f"{m}: {rows} samples x {args.replicates} replicate(s), {how} -> {df}")
@@ -221,6 +225,7 @@ def write_quick_report(ms, test, law, out: Path, options, *, seconds: dict, prog
     holds the training time ("train") and the start time ("start", a time.time()). Returns the report."""
     from cgjax import pipeline
     from cgjax.data import Scalers
+    from cgjax.ensemble.sample import composition_for
     from cgjax.evaluate.figures import report_figures
     from cgjax.evaluate.reconstruction import ModelSampler, oracle_records, reconstruction_study
     from cgjax.evaluate.report import quick_report
@@ -237,8 +242,10 @@ def write_quick_report(ms, test, law, out: Path, options, *, seconds: dict, prog
                           cancer_types=test.clinical["cancer_type"].to_numpy()
                           if "cancer_type" in test.clinical else None)
     total = time.time() - seconds["start"]
+    coherent = dataclasses.replace(options, method="coherent")
     report = quick_report(records, ms, seconds={"train": seconds["train"], "total": total}, n_test=test.n_samples,
-                          replicates=options.replicates, figures=figs)
+                          replicates=options.replicates, figures=figs,
+                          compositions={t: composition_for(ms, t, coherent) for t in ms.modalities})
     (out / "report.md").write_text(report)
     (out / "metrics.json").write_text(json.dumps({"reconstruction": records, "val_metrics": ms.val_metrics,
                                                   "seconds": {"train": seconds["train"], "total": total}}, indent=1))
@@ -331,8 +338,9 @@ def add_parser(sub) -> None:
                    help="trajectories tried per row before keeping the least incoherent one")
     p.add_argument("--no-rejection", action="store_true", help="accept every trajectory (no coherence test)")
     # the names of cgjax.sampling.composition.COMPOSITIONS (written out: the CLI imports no jax to parse)
-    p.add_argument("--composition", default="average", choices=("average", "product", "anchored"),
-                   help="how coherent members combine: weighted average of their noise (paper), product of "
+    p.add_argument("--composition", default="auto", choices=("auto", "average", "product", "anchored"),
+                   help="how coherent members combine: auto (default: anchored where every model has a fitted "
+                        "anchor, else average), weighted average of their noise (paper), product of "
                         "experts (needs models trained with single_cond_dropout > 0), or anchored (the average of "
                         "the members' residuals around the multi model's anchor for the row's conditions; needs "
                         "models with an anchor, as the quick preset has)")

@@ -38,32 +38,55 @@ def _ensemble_sampler(dcfg, schedule_cfg, rejection, return_distance, solver, co
                         corrector_steps=corrector_steps, corrector_snr=corrector_snr, base_slots=base_slots)
 
 
-def _base_anchor(ms: ModelSet, target: str, group, sources: list[str], member_params):
-    """For ``--composition anchored``: the anchor of ``target``'s multi-condition model (one model's
-    arrays) and the slots of its conditions that ``sources`` (the coherent members' conditions, in
-    order) fill, followed by its number of slots (:func:`cgjax.sampling.coherent.make_sampler`).
-    Every model involved must have a fitted anchor: a model that kept the plain network
-    (``--anchor auto``) has an all-zero one, and the composition would be silently wrong."""
+def _anchored_problem(ms: ModelSet, target: str, group, sources: list[str], member_params) -> str | None:
+    """Why ``--composition anchored`` cannot combine the coherent members of ``target`` whose
+    conditions are ``sources`` (params ``member_params``), or None if it can: it needs the target's
+    multi-condition model and a fitted anchor in every model (one that kept the plain network under
+    ``--anchor auto`` has an all-zero anchor, and the composition would be silently wrong)."""
     name = f"{target}_from_multi"
     try:
         mgroup, idx = ms.find(name)
     except CgjaxError:
-        raise CgjaxError(f"--composition anchored takes the anchor of '{name}', which this model set lacks: "
-                         "use --composition average") from None
+        return f"it takes the anchor of '{name}', which this model set lacks"
     for g, what in ((group, f"'{target}_from_{sources[0]}'"), (mgroup, f"'{name}'")):
         if g.dcfg.anchor == "none":
-            raise CgjaxError(f"--composition anchored needs models with an anchor, but {what} has none "
-                             "(trained with anchor = \"none\"): use --composition average")
-    params, _ = mgroup.member([idx])
+            return f"it needs models with an anchor, but {what} has none (trained with anchor = \"none\")"
     names = [f"{target}_from_{s}" for s in sources] + [name]
-    bases = [*np.asarray(member_params["anchor"]["basis"]), np.asarray(params["anchor"]["basis"])[0]]
+    bases = [*np.asarray(member_params["anchor"]["basis"]), np.asarray(mgroup.params["anchor"]["basis"][idx])]
     unfitted = [n for n, b in zip(names, bases) if not np.any(b)]
     if unfitted:
-        raise CgjaxError(f"--composition anchored needs a fitted anchor in every model it combines, but "
-                         f"{unfitted} kept the plain network (anchor all zero): use --composition average")
+        return f"it needs a fitted anchor in every model it combines, but {unfitted} kept the plain network (anchor all zero)"
+    return None
+
+
+def _base_anchor(ms: ModelSet, target: str, sources: list[str]):
+    """For ``--composition anchored``: the anchor of ``target``'s multi-condition model (one model's
+    arrays) and the slots of its conditions that ``sources`` (the coherent members' conditions, in
+    order) fill, followed by its number of slots (:func:`cgjax.sampling.coherent.make_sampler`)."""
+    mgroup, idx = ms.find(f"{target}_from_multi")
     conds = list(mgroup.specs[idx].conds)
-    base = jax.tree.map(lambda a: a[0], params["anchor"])
+    base = jax.tree.map(lambda a: a[idx], mgroup.params["anchor"])
     return base, tuple(conds.index(s) for s in sources) + (len(conds),)
+
+
+def composition_for(ms: ModelSet, target: str, options: SampleOptions) -> str:
+    """The composition ``options`` gives for ``target`` (``auto``: ``anchored`` where every model
+    that can be combined for it, its single models and its multi model, has a fitted anchor, else
+    ``average``). An explicit ``anchored`` that cannot be is a :class:`CgjaxError`."""
+    composition = options.composition
+    if options.method != "coherent" or composition not in ("auto", "anchored"):
+        return "average" if composition == "auto" else composition
+    if options.unconditional:
+        return "average"  # auto only: SampleOptions refuses anchored without conditions
+    sources = [m for m in ms.modalities if m != target]
+    group, _ = ms.find(f"{target}_from_{sources[0]}")
+    members = [ms.find(f"{target}_from_{s}")[1] for s in sources]
+    problem = _anchored_problem(ms, target, group, sources, group.member(members)[0])
+    if problem is None:
+        return "anchored"
+    if composition == "anchored":
+        raise CgjaxError(f"--composition anchored: {problem}; use --composition average")
+    return "average"
 
 
 @dataclasses.dataclass
@@ -182,20 +205,21 @@ def iter_sample_target(ms: ModelSet, target: str, given: Mapping[str, np.ndarray
     key = jax.random.PRNGKey(options.seed) if key is None else key
     params, stats = group.member(members)
     base_slots = None
-    if options.composition == "anchored":
-        sources = [m for m in ms.modalities if m != target]
-        base, base_slots = _base_anchor(ms, target, group, [sources[i] for i in used], params)
+    sources = [m for m in ms.modalities if m != target]
+    composition = composition_for(ms, target, options)  # one answer per target, whichever rows come
+    if composition == "anchored":
+        base, base_slots = _base_anchor(ms, target, [sources[i] for i in used])
         params = {"members": params, "base": base}
     sampler = _ensemble_sampler(group.dcfg, ms.schedule_cfg, rejection if method == "coherent" else
                                 dataclasses.replace(rejection, enabled=False), return_distance, solver,
-                                options.composition, options.corrector_steps, options.corrector_snr, base_slots)
+                                composition, options.corrector_steps, options.corrector_snr, base_slots)
     n_dev = 1 if mesh is None else mesh.size
     max_batch = options.max_batch
     if max_batch is None:
         n_steps = (solver.steps or ms.schedule_cfg.timesteps) if return_distance else 0
         max_batch = distributed.default_max_batch(group.dcfg, len(members), n_steps=n_steps,
                                                   return_distance=return_distance,
-                                                  composition=options.composition,
+                                                  composition=composition,
                                                   corrector_steps=options.corrector_steps)
     size = distributed.round_up(min(max_batch, max(hi - lo, 1)), n_dev)
     for a, b in distributed.chunk_ranges(lo, hi, size):

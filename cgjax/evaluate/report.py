@@ -112,10 +112,14 @@ def energy_markdown(records: list[dict]) -> str:
 
 
 def quick_report(records: list[dict], ms, *, seconds: dict, n_test: int, replicates: int,
-                 figures: Mapping[str, str] | None = None) -> str:
+                 figures: Mapping[str, str] | None = None, compositions: Mapping[str, str] | None = None) -> str:
     """The quickstart's report; ``figures``: key -> path relative to the report
-    (:func:`cgjax.evaluate.figures.report_figures`), embedded with their captions."""
+    (:func:`cgjax.evaluate.figures.report_figures`), embedded with their captions; ``compositions``:
+    target -> how ``coherent`` combined its models (:func:`cgjax.ensemble.sample.composition_for`)."""
     figures = figures or {}
+    how = sorted(set((compositions or {}).values()))
+    composed = (f" `coherent` combines the single models with the {' / '.join(how)} composition "
+                "(docs/calibration.md, \"Sampler options that change the spread\")." if how else "")
     fig = lambda key, alt: figure_markdown(key, figures[key], alt) if key in figures else ""
     n_models = sum(len(g.specs) for g in ms.groups.values())
     return "\n".join([
@@ -125,7 +129,7 @@ def quick_report(records: list[dict], ms, *, seconds: dict, n_test: int, replica
         f"(hidden {ms.arch.hidden}, {ms.arch.n_layers} layers, T = {ms.schedule_cfg.timesteps}, "
         f"{ms.train_cfg.epochs} epochs) trained in {seconds['train']:.0f} s; total {seconds['total']:.0f} s.",
         f"Test set: {n_test} complete samples, each target generated from the other modalities, "
-        f"{replicates} replicates.",
+        f"{replicates} replicates.{composed}",
         "",
         "## Reconstruction R2 (pooled, standardised scale): mean ± std over replicates (output variance % of real)",
         "",

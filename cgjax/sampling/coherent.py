@@ -156,7 +156,7 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
     (:func:`cgjax.diffusion.parametrisation.to_eps`), before the consensus, the coherence test and the
     solver, which all work on eps.
 
-    ``composition`` (``average``, the paper's, or ``product``) and ``corrector_steps`` /
+    ``composition`` (``average``, the paper's, ``product`` or ``anchored``) and ``corrector_steps`` /
     ``corrector_snr`` (Langevin steps at each visited level before the solver step) are described in
     :mod:`cgjax.sampling.composition`. ``product`` runs the members a second time per evaluation with
     every condition masked (their unconditional predictions). ``anchored`` needs a model with an
@@ -168,6 +168,9 @@ def make_sampler(model: Model, schedule: Schedule, *, rejection: RejectionConfig
     conditional eps at the solver's evaluation, as without these options.
     """
     comp.validate(composition, corrector_steps, corrector_snr, owner="make_sampler")
+    if composition == "auto":
+        raise ConfigError("make_sampler takes a concrete composition: resolve 'auto' for a model set with "
+                          "cgjax.ensemble.sample.composition_for")
     if composition == "anchored" and (model.offset is None or not base_slots):
         raise ConfigError("--composition anchored needs models with an anchor (ArchConfig.anchor) and the "
                           "multi model's anchor with its condition slots (make_sampler's base_slots)")

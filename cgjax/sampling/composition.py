@@ -2,10 +2,12 @@
 Langevin corrector that can follow; both pure functions of arrays, run inside the sampler's scan
 (:func:`cgjax.sampling.coherent.make_sampler`).
 
-Compositions (``SampleOptions.composition``), for row n with weights w[n, m] (summing to 1 over its
+Compositions (``SampleOptions.composition``; the default ``auto`` is ``anchored`` where every model
+it would combine has a fitted anchor, ``average`` elsewhere: :func:`cgjax.ensemble.sample.composition_for`),
+for row n with weights w[n, m] (summing to 1 over its
 available members, 0 for the others) and member predictions eps_m[n]:
 
-* ``average`` (the paper, default): eps[n] = sum_m w[n, m] eps_m[n]. A weighted average of scores is
+* ``average`` (the paper's): eps[n] = sum_m w[n, m] eps_m[n]. A weighted average of scores is
   the score of no particular law; for conditions that each narrow the target it behaves like a
   compromise between the single-condition posteriors (too wide, mean shrunk towards each one).
 * ``product`` (product of experts, Du et al. 2023): if the conditions are independent given the
@@ -63,7 +65,7 @@ import jax.numpy as jnp
 from cgjax._validate import is_int, is_real
 from cgjax.errors import ConfigError
 
-COMPOSITIONS = ("average", "product", "anchored")
+COMPOSITIONS = ("auto", "average", "product", "anchored")
 CORRECTOR_NOISE_TAG = 2 ** 31 - 1  # folded into the key before the corrector's noise (the predictor's never is)
 
 

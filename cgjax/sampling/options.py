@@ -38,10 +38,11 @@ class SampleOptions:
     unconditional: sample without conditions (see :func:`cgjax.ensemble.sample_target`).
     max_batch: (row, replicate) pairs per compiled call (None: from the device's memory); the
       samples do not depend on it.
-    composition: how the coherent members' predictions are combined, ``average`` (the paper's) or
-      ``product`` (product of experts; needs models trained with ``single_cond_dropout > 0``) or
-      ``anchored`` (the members' residuals averaged around the multi model's anchor for the row's
-      conditions; needs models with an anchor).
+    composition: how the coherent members' predictions are combined: ``auto`` (default: ``anchored``
+      where every model it combines has a fitted anchor, as the quick preset's have, else
+      ``average``), ``average`` (the paper's), ``product`` (product of experts; needs models trained
+      with ``single_cond_dropout > 0``) or ``anchored`` (the members' residuals averaged around the
+      multi model's anchor for the row's conditions; needs models with an anchor).
     corrector_steps, corrector_snr: Langevin corrector steps per visited timestep (0: none, the
       paper's) and their signal-to-noise ratio r (:mod:`cgjax.sampling.composition`).
     """
@@ -54,7 +55,7 @@ class SampleOptions:
     seed: int = 0
     unconditional: bool = False
     max_batch: int | None = None
-    composition: str = "average"
+    composition: str = "auto"
     corrector_steps: int = 0
     corrector_snr: float = 0.5
 
@@ -85,7 +86,7 @@ class SampleOptions:
         if self.max_batch is not None and not (is_int(self.max_batch) and self.max_batch >= 1):
             raise ConfigError(f"--max-batch (SampleOptions.max_batch) must be an integer >= 1, got {self.max_batch!r}")
         validate_composition(self.composition, self.corrector_steps, self.corrector_snr, owner="SampleOptions")
-        if self.composition != "average" and self.method != "coherent":
+        if self.composition in ("product", "anchored") and self.method != "coherent":
             raise ConfigError(f"--composition {self.composition} combines the single models of --method coherent, "
                               f"not --method {self.method}")
         if self.composition == "anchored" and self.unconditional:
