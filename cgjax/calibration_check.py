@@ -46,7 +46,7 @@ from cgjax.data.split import apply_split_record
 from cgjax.ensemble import ModelSet, sample_target
 from cgjax.errors import CgjaxError, ConfigError
 from cgjax.pipeline import scaled_inputs
-from cgjax.sampling.options import SampleOptions, describe_options
+from cgjax.sampling.options import SampleOptions, describe_options, with_method
 from cgjax.sampling.solvers import SolverConfig
 from cgjax.scoring import calibration as _cal
 from cgjax.scoring.metrics import expected_range_coverage, range_coverage
@@ -302,7 +302,7 @@ def check_cohort(ms: ModelSet, cohort: Cohort, options: SampleOptions | None = N
     res = check_model_set(ms, val, options, compare, **kwargs)
     if also_multi and options.method == "coherent" and any(s.kind == "multi" for g in ms.groups.values()
                                                            for s in g.specs):
-        other = check_model_set(ms, val, dataclasses.replace(options, method="multi"), **kwargs)
+        other = check_model_set(ms, val, with_method(options, "multi"), **kwargs)
         res["methods"] = {"multi": other}
         res["notes"] = method_notes(res, other, "multi")
     return res

@@ -303,3 +303,13 @@ def test_anchored_refuses_a_model_without_an_anchor():
         SampleOptions(composition="anchored", unconditional=True)
     with pytest.raises(ConfigError, match="--composition anchored combines the single models"):
         SampleOptions(composition="anchored", method="multi")
+
+
+def test_with_method_drops_a_composition_only_coherent_has():
+    from cgjax.sampling.options import with_method
+
+    o = SampleOptions(composition="anchored", replicates=3)
+    assert with_method(o, "multi") == SampleOptions(method="multi", composition="auto", replicates=3)
+    assert with_method(o, "coherent") == o
+    avg = SampleOptions(composition="average", seed=2)
+    assert with_method(avg, "single") == SampleOptions(method="single", composition="average", seed=2)

@@ -227,12 +227,13 @@ def write_quick_report(ms, test, law, out: Path, options, *, seconds: dict, prog
     from cgjax.data import Scalers
     from cgjax.ensemble.sample import composition_for
     from cgjax.evaluate.figures import report_figures
+    from cgjax.sampling.options import with_method
     from cgjax.evaluate.reconstruction import ModelSampler, oracle_records, reconstruction_study
     from cgjax.evaluate.report import quick_report
 
     scaled = pipeline.scaled_inputs(ms, test)
     given = {t: [tuple(m for m in ms.modalities if m != t)] for t in ms.modalities}
-    samplers = {m: ModelSampler(ms, dataclasses.replace(options, method=m)) for m in ("multi", "coherent")}
+    samplers = {m: ModelSampler(ms, with_method(options, m)) for m in ("multi", "coherent")}
     res = reconstruction_study(samplers, scaled, modalities=ms.modalities, given_sets=given,
                                replicates=options.replicates, seed=options.seed, progress=progress)
     records = res.records + oracle_records(law, test.data, Scalers.from_dict(ms.scalers), given,
@@ -242,7 +243,7 @@ def write_quick_report(ms, test, law, out: Path, options, *, seconds: dict, prog
                           cancer_types=test.clinical["cancer_type"].to_numpy()
                           if "cancer_type" in test.clinical else None)
     total = time.time() - seconds["start"]
-    coherent = dataclasses.replace(options, method="coherent")
+    coherent = with_method(options, "coherent")
     report = quick_report(records, ms, seconds={"train": seconds["train"], "total": total}, n_test=test.n_samples,
                           replicates=options.replicates, figures=figs,
                           compositions={t: composition_for(ms, t, coherent) for t in ms.modalities})

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from cgjax.ensemble import sample_target
 from cgjax.evaluate import baselines, probabilistic
 from cgjax.evaluate.probabilistic import PROBABILISTIC_METHODS
-from cgjax.sampling.options import SampleOptions
+from cgjax.sampling.options import SampleOptions, with_method
 from cgjax.scoring import calibration, metrics, stats
 
 Sampler = Callable[..., object]
@@ -406,7 +406,7 @@ def reconstruction(ms, test: dict[str, np.ndarray], *, methods=("single", "multi
     condition sets (default: every non-empty subset of the other modalities). ``single`` is only
     run for one-modality sets (it is the single-condition model of that source). ``options``: the
     sampling options of every method (its method field is replaced by each of ``methods``)."""
-    samplers = {m: ModelSampler(ms, dataclasses.replace(options, method=m)) for m in methods}
+    samplers = {m: ModelSampler(ms, with_method(options, m)) for m in methods}
     return reconstruction_study(samplers, test, modalities=ms.modalities, given_sets=given_sets,
                                 replicates=replicates, seed=seed, progress=progress).records
 

@@ -94,6 +94,13 @@ class SampleOptions:
                               "unconditional generation has none: use --composition average")
 
 
+def with_method(o: SampleOptions, method: str) -> SampleOptions:
+    """``o`` for another method: a composition only ``coherent`` has (``product``, ``anchored``)
+    becomes ``auto`` for the others, which have nothing to compose."""
+    keep = method == "coherent" or o.composition in ("auto", "average")
+    return dataclasses.replace(o, method=method, composition=o.composition if keep else "auto")
+
+
 def describe_solver(s: SolverConfig) -> str:
     """A short name of a solver, e.g. ``ddim (eta 0, 50 steps)``."""
     extra = [f"eta {s.eta:g}"] if s.kind == "ddim" else []
