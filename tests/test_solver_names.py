@@ -37,6 +37,6 @@ def test_cli_impute_names_the_solver(tiny_trained, tiny_cohort, tmp_path, capsys
     write_cohort(tiny_cohort.subset(np.flatnonzero(incomplete)[:6]), tmp_path / "cohort")  # something to impute
     base = ["impute", str(tiny_trained[1]), str(tmp_path / "cohort"), "--quiet"]
     assert main(base + ["--out", str(tmp_path / "a")]) == 0
-    assert "replicate(s), coherent, ddpm ->" in capsys.readouterr().out
+    assert "replicate(s), coherent, ddpm, average composition ->" in capsys.readouterr().out  # no anchor: average
     assert main(base + ["--out", str(tmp_path / "b"), "--method", "multi", "--sampler", "dpm", "--steps", "5"]) == 0
     assert "replicate(s), multi, dpm (5 steps) ->" in capsys.readouterr().out
