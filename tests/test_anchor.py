@@ -480,3 +480,21 @@ def test_anchored_composition_refuses_models_without_an_anchor_and_auto_averages
     opts = SampleOptions(replicates=2, seed=1)
     np.testing.assert_array_equal(sample_target(ms, target, given, opts).x,
                                   sample_target(ms, target, given, dataclasses.replace(opts, composition="average")).x)
+
+
+def test_anchored_composition_refuses_a_model_set_without_the_multi_model(anchored):
+    from cgjax.ensemble import sample_target
+    from cgjax.ensemble.sample import composition_for
+    from cgjax.errors import CgjaxError
+    from cgjax.sampling.options import SampleOptions
+
+    ms = anchored[0]
+    target = ms.modalities[0]
+    mgroup, _ = ms.find(f"{target}_from_multi")
+    singles = dataclasses.replace(ms, groups={n: g for n, g in ms.groups.items() if n != mgroup.name})
+    given = {m: np.zeros((3, ms.dims[m]), np.float32) for m in ms.modalities if m != target}
+    with pytest.raises(CgjaxError, match=f"--composition anchored: it takes the anchor of '{target}_from_multi', "
+                                         "which this model set lacks; use --composition average") as e:
+        sample_target(singles, target, given, SampleOptions(composition="anchored"))
+    assert "\n" not in str(e.value)
+    assert composition_for(singles, target, SampleOptions()) == "average"  # auto falls back

@@ -38,9 +38,9 @@ def _ensemble_sampler(dcfg, schedule_cfg, rejection, return_distance, solver, co
                         corrector_steps=corrector_steps, corrector_snr=corrector_snr, base_slots=base_slots)
 
 
-def _anchored_problem(ms: ModelSet, target: str, group, sources: list[str], member_params) -> str | None:
-    """Why ``--composition anchored`` cannot combine the coherent members of ``target`` whose
-    conditions are ``sources`` (params ``member_params``), or None if it can: it needs the target's
+def _anchored_problem(ms: ModelSet, target: str, group, members: list[int], sources: list[str]) -> str | None:
+    """Why ``--composition anchored`` cannot combine the coherent members of ``target`` (indices
+    ``members`` of ``group``) whose conditions are ``sources``, or None if it can: it needs the target's
     multi-condition model and a fitted anchor in every model (one that kept the plain network under
     ``--anchor auto`` has an all-zero anchor, and the composition would be silently wrong)."""
     name = f"{target}_from_multi"
@@ -52,7 +52,8 @@ def _anchored_problem(ms: ModelSet, target: str, group, sources: list[str], memb
         if g.dcfg.anchor == "none":
             return f"it needs models with an anchor, but {what} has none (trained with anchor = \"none\")"
     names = [f"{target}_from_{s}" for s in sources] + [name]
-    bases = [*np.asarray(member_params["anchor"]["basis"]), np.asarray(mgroup.params["anchor"]["basis"][idx])]
+    # only the anchors' bases are read (an unfitted anchor is all zero), not the members' networks
+    bases = [*np.asarray(group.params["anchor"]["basis"])[members], np.asarray(mgroup.params["anchor"]["basis"][idx])]
     unfitted = [n for n, b in zip(names, bases) if not np.any(b)]
     if unfitted:
         return f"it needs a fitted anchor in every model it combines, but {unfitted} kept the plain network (anchor all zero)"
@@ -81,7 +82,7 @@ def composition_for(ms: ModelSet, target: str, options: SampleOptions) -> str:
     sources = [m for m in ms.modalities if m != target]
     group, _ = ms.find(f"{target}_from_{sources[0]}")
     members = [ms.find(f"{target}_from_{s}")[1] for s in sources]
-    problem = _anchored_problem(ms, target, group, sources, group.member(members)[0])
+    problem = _anchored_problem(ms, target, group, members, sources)
     if problem is None:
         return "anchored"
     if composition == "anchored":
